@@ -1,0 +1,154 @@
+// Package testenv gives integration tests a real local control plane (package cluster):
+// one per test binary, started on first use and stopped when the tests end, or the one
+// named by $SKIPPER_TEST_KUBECONFIG. A missing control plane fails the test; it never skips.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	httpv1alpha1 "github.com/kedacore/http-add-on/operator/apis/http/v1alpha1"
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/getkipper/skipper/test/cluster"
+)
+
+// Scheme knows the built-in types and the KEDA and HTTP add-on types.
+var Scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
+	utilruntime.Must(kedav1alpha1.AddToScheme(Scheme))
+	utilruntime.Must(httpv1alpha1.AddToScheme(Scheme))
+}
+
+var (
+	once     sync.Once
+	shared   *cluster.Cluster
+	startErr error
+	owned    bool // started by this binary, so stopped by it
+)
+
+// Main runs the tests and stops the control plane if one was started. Call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if owned && shared != nil {
+		if err := shared.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv: stop control plane:", err)
+		}
+	}
+	os.Exit(code)
+}
+
+// Cluster returns the running control plane, starting it on first use.
+func Cluster(t testing.TB) *cluster.Cluster {
+	t.Helper()
+	once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if kc := os.Getenv("SKIPPER_TEST_KUBECONFIG"); kc != "" {
+			cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+			if err != nil {
+				startErr = fmt.Errorf("SKIPPER_TEST_KUBECONFIG=%s: %w", kc, err)
+				return
+			}
+			shared = &cluster.Cluster{Kubeconfig: kc, Config: cfg, Server: cfg.Host}
+			return
+		}
+		dir, err := os.MkdirTemp("", "skipper-cp-")
+		if err != nil {
+			startErr = err
+			return
+		}
+		shared, startErr = cluster.Start(ctx, cluster.Options{Dir: dir})
+		owned = startErr == nil
+	})
+	if startErr != nil {
+		t.Fatalf("local control plane: %v", startErr)
+	}
+	return shared
+}
+
+// Client is a controller-runtime client for the cluster, with Scheme.
+func Client(t testing.TB) client.Client {
+	t.Helper()
+	c, err := client.New(Cluster(t).Config, client.Options{Scheme: Scheme})
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	return c
+}
+
+// Clientset is a client-go clientset for the cluster.
+func Clientset(t testing.TB) kubernetes.Interface {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(Cluster(t).Config)
+	if err != nil {
+		t.Fatalf("clientset: %v", err)
+	}
+	return cs
+}
+
+var unsafeName = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// Namespace creates a fresh namespace named after the test and deletes it at cleanup.
+func Namespace(t testing.TB) string {
+	t.Helper()
+	base := strings.Trim(unsafeName.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
+	if len(base) > 40 {
+		base = strings.TrimRight(base[:40], "-")
+	}
+	name := fmt.Sprintf("%s-%04x", base, rand.IntN(0x10000))
+	cs := Clientset(t)
+	ctx := context.Background()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return name
+}
+
+// Eventually polls cond every 100 ms until it returns true or timeout passes, then fails
+// the test naming what it waited for and the last error.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// RepoRoot is the repository's top directory.
+func RepoRoot() string {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		panic(err)
+	}
+	return root
+}
