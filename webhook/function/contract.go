@@ -85,6 +85,11 @@ const (
 	CodeMountPath = "/var/skipper/code"
 	// EnvPort tells the runtime which port to listen on (the port annotation).
 	EnvPort = "PORT"
+	// EnvFunctionName carries the function's name (context.functionName).
+	EnvFunctionName = "SKIPPER_FUNCTION_NAME"
+	// Probe paths served by the runtimes (docs/runtimes.md).
+	RuntimeReadyPath = "/.skipper/ready"
+	RuntimeLivePath  = "/.skipper/live"
 )
 
 // ProxyServiceName is the ExternalName Service that points at the KEDA interceptor proxy.

@@ -144,15 +144,39 @@ func mutateInline(conf Config, s Spec, p *corev1.PodSpec, code map[string]string
 	if !hasMount(c.VolumeMounts, CodeVolumeName) {
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: CodeVolumeName, MountPath: CodeMountPath, ReadOnly: true})
 	}
-	port := strconv.Itoa(int(s.Port))
+	// PORT and SKIPPER_FUNCTION_NAME of a runtime container are Skipper's (docs/runtimes.md).
+	setEnv(c, EnvPort, strconv.Itoa(int(s.Port)))
+	setEnv(c, EnvFunctionName, s.Name)
+	c.ReadinessProbe = runtimeProbe(c.ReadinessProbe, RuntimeReadyPath, s.Port)
+	c.LivenessProbe = runtimeProbe(c.LivenessProbe, RuntimeLivePath, s.Port)
+}
+
+// runtimeProbe adds the runtime's probe when the user set none, and keeps Skipper's own
+// probe on the current port; it only touches the port so the apiserver's defaults stay.
+func runtimeProbe(p *corev1.Probe, path string, port int32) *corev1.Probe {
+	if p == nil {
+		return httpProbe(path, port)
+	}
+	if p.HTTPGet != nil && p.HTTPGet.Path == path {
+		p.HTTPGet.Port = intstr.FromInt32(port)
+	}
+	return p
+}
+
+func setEnv(c *corev1.Container, name, value string) {
 	for j := range c.Env {
-		if c.Env[j].Name == EnvPort {
-			// PORT of a runtime container is Skipper's: it follows the port annotation.
-			c.Env[j] = corev1.EnvVar{Name: EnvPort, Value: port}
+		if c.Env[j].Name == name {
+			c.Env[j].Value, c.Env[j].ValueFrom = value, nil
 			return
 		}
 	}
-	c.Env = append(c.Env, corev1.EnvVar{Name: EnvPort, Value: port})
+	c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: value})
+}
+
+func httpProbe(path string, port int32) *corev1.Probe {
+	return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+		Path: path, Port: intstr.FromInt32(port),
+	}}}
 }
 
 func functionContainer(p *corev1.PodSpec) int {

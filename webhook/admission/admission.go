@@ -1,0 +1,285 @@
+// Package admission serves Skipper's admission webhooks: the mutating webhook that turns
+// a labelled Deployment into a function, and the validating webhook that keeps app
+// Ingresses and HTTPScaledObjects off function hosts.
+package admission
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/getkipper/skipper/webhook/claims"
+	"github.com/getkipper/skipper/webhook/function"
+	"github.com/go-logr/logr"
+	httpv1alpha1 "github.com/kedacore/http-add-on/operator/apis/http/v1alpha1"
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Paths of the webhooks, referenced by the webhook configurations in manifests/.
+const (
+	PathMutateDeployments = "/mutate-deployments"
+	PathValidateHosts     = "/validate-hosts"
+)
+
+// maxBody bounds a review; the apiserver caps objects at about 3 MiB.
+const maxBody = 8 << 20
+
+// Claimer is the host claim store (claims.Store in production).
+type Claimer interface {
+	Claim(ctx context.Context, host string, h claims.Holder, renew, dryRun bool) error
+	Holder(ctx context.Context, host string) (claims.Holder, bool, error)
+}
+
+// Handler serves both webhooks.
+type Handler struct {
+	Conf   function.Config
+	Claims Claimer
+	Hosts  HostUsers
+	// Reader reads the inline code ConfigMaps (a cache in production).
+	Reader client.Reader
+	Log    logr.Logger
+}
+
+// Register adds the webhook paths to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.Handle(PathMutateDeployments, h.serve(h.MutateDeployment))
+	mux.Handle(PathValidateHosts, h.serve(h.ValidateHosts))
+}
+
+type reviewFunc func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
+
+func (h *Handler) serve(review reviewFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "admission reviews are POSTed", http.StatusMethodNotAllowed)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+		if err != nil {
+			http.Error(w, "read review: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		var ar admissionv1.AdmissionReview
+		if err := json.Unmarshal(body, &ar); err != nil || ar.Request == nil {
+			http.Error(w, fmt.Sprintf("body is not an admission.k8s.io/v1 AdmissionReview with a request: %v", err), http.StatusBadRequest)
+			return
+		}
+		resp := review(r.Context(), ar.Request)
+		resp.UID = ar.Request.UID
+		out := admissionv1.AdmissionReview{TypeMeta: ar.TypeMeta, Response: resp}
+		if out.APIVersion == "" {
+			out.APIVersion, out.Kind = "admission.k8s.io/v1", "AdmissionReview"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(&out); err != nil {
+			h.Log.Error(err, "write admission response")
+		}
+	})
+}
+
+func allow() *admissionv1.AdmissionResponse { return &admissionv1.AdmissionResponse{Allowed: true} }
+
+func deny(code int32, reason metav1.StatusReason, msg string) *admissionv1.AdmissionResponse {
+	return &admissionv1.AdmissionResponse{Allowed: false, Result: &metav1.Status{
+		Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg,
+	}}
+}
+
+func errored(err error) *admissionv1.AdmissionResponse {
+	return deny(http.StatusInternalServerError, metav1.StatusReasonInternalError, "skipper webhook: "+err.Error())
+}
+
+// exempt reports namespaces Skipper never touches, whatever the configuration says.
+func (h *Handler) exempt(ns string) bool {
+	return ns == metav1.NamespaceSystem || ns == h.Conf.SystemNamespace
+}
+
+// MutateDeployment admits a function Deployment: validates its annotations, claims its
+// host, and patches in the defaults and what inline functions need.
+func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	if req.Kind.Group != "apps" || req.Kind.Kind != "Deployment" || h.exempt(req.Namespace) ||
+		(req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
+		return allow()
+	}
+	var d appsv1.Deployment
+	if err := json.Unmarshal(req.Object.Raw, &d); err != nil {
+		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "skipper webhook: decode Deployment: "+err.Error())
+	}
+	if !function.IsFunction(&d) {
+		return allow() // e.g. the label was just removed: the reconciler cleans up
+	}
+	if d.Namespace == "" {
+		d.Namespace = req.Namespace
+	}
+	create := req.Operation == admissionv1.Create
+	in := function.Input{Create: create}
+	if d.Annotations[function.AnnotationRuntime] != "" {
+		code, err := h.code(ctx, d.Namespace, d.Name)
+		if err != nil {
+			return errored(err)
+		}
+		in.Code = code
+	}
+	res, errs := function.Expand(h.Conf, &d, in)
+	if len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = e.Error()
+		}
+		return deny(http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, fmt.Sprintf(
+			"Skipper cannot make Deployment %s/%s a function: %s", d.Namespace, d.Name, strings.Join(msgs, "; ")))
+	}
+	host := res.Spec.Host
+	holder := claims.Holder{Namespace: d.Namespace, Name: d.Name}
+	uses, err := h.Hosts.HostUsers(ctx, host)
+	if err != nil {
+		return errored(err)
+	}
+	for _, u := range uses {
+		if u.Namespace == d.Namespace && u.Function == d.Name {
+			continue // this function's own companion
+		}
+		return deny(http.StatusConflict, metav1.StatusReasonAlreadyExists, fmt.Sprintf(
+			"Skipper cannot make Deployment %s/%s a function: its host %s is already used by %s: rename the Deployment or remove that host from %s",
+			d.Namespace, d.Name, host, u, u))
+	}
+	renew := create || !wasFunction(req)
+	dryRun := req.DryRun != nil && *req.DryRun
+	if err := h.Claims.Claim(ctx, host, holder, renew, dryRun); err != nil {
+		if c, ok := claims.IsConflict(err); ok {
+			return deny(http.StatusConflict, metav1.StatusReasonAlreadyExists, fmt.Sprintf(
+				"Skipper cannot make Deployment %s/%s a function: %s: function hosts are unique in the cluster, so rename the Deployment or delete that function",
+				d.Namespace, d.Name, c))
+		}
+		return errored(err)
+	}
+	resp, err := patchResponse(&d, res.Deployment)
+	if err != nil {
+		return errored(err)
+	}
+	resp.Warnings = res.Warnings
+	return resp
+}
+
+// wasFunction reports whether the object before an UPDATE was already a function.
+func wasFunction(req *admissionv1.AdmissionRequest) bool {
+	if len(req.OldObject.Raw) == 0 {
+		return false
+	}
+	var old metav1.PartialObjectMetadata
+	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+		return false
+	}
+	return function.IsFunction(&old)
+}
+
+func (h *Handler) code(ctx context.Context, ns, name string) (map[string]string, error) {
+	var cm corev1.ConfigMap
+	err := h.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: function.CodeConfigMapName(name)}, &cm)
+	if apierrors.IsNotFound(err) {
+		return nil, nil // not there yet: the reconciler updates the hash when it appears
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read code ConfigMap %s/%s: %w", ns, function.CodeConfigMapName(name), err)
+	}
+	return CodeOf(&cm), nil
+}
+
+// CodeOf is the code of a ConfigMap as hashed: data and binaryData together.
+func CodeOf(cm *corev1.ConfigMap) map[string]string {
+	if len(cm.BinaryData) == 0 {
+		return cm.Data
+	}
+	code := make(map[string]string, len(cm.Data)+len(cm.BinaryData))
+	for k, v := range cm.Data {
+		code[k] = v
+	}
+	for k, v := range cm.BinaryData {
+		code[k] = string(v)
+	}
+	return code
+}
+
+// patchResponse diffs the request object, as decoded, against the mutated object. Both
+// sides go through the same encoder, so the patch holds only the mutation and never
+// serialization noise (empty structs, field order) that would touch user fields.
+func patchResponse(orig, mutated *appsv1.Deployment) (*admissionv1.AdmissionResponse, error) {
+	a, err := json.Marshal(orig)
+	if err != nil {
+		return nil, fmt.Errorf("encode Deployment: %w", err)
+	}
+	b, err := json.Marshal(mutated)
+	if err != nil {
+		return nil, fmt.Errorf("encode mutated Deployment: %w", err)
+	}
+	ops, err := jsonpatch.CreatePatch(a, b)
+	if err != nil {
+		return nil, fmt.Errorf("diff Deployment: %w", err)
+	}
+	resp := allow()
+	if len(ops) == 0 {
+		return resp, nil
+	}
+	patch, err := json.Marshal(ops)
+	if err != nil {
+		return nil, fmt.Errorf("encode patch: %w", err)
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	resp.Patch, resp.PatchType = patch, &pt
+	return resp, nil
+}
+
+// ValidateHosts rejects an Ingress or HTTPScaledObject that routes a function's host,
+// unless it is that function's own companion.
+func (h *Handler) ValidateHosts(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	if h.exempt(req.Namespace) || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
+		return allow()
+	}
+	var (
+		obj   client.Object
+		hosts []string
+	)
+	switch req.Kind.Kind {
+	case "Ingress":
+		var ing networkingv1.Ingress
+		if err := json.Unmarshal(req.Object.Raw, &ing); err != nil {
+			return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "skipper webhook: decode Ingress: "+err.Error())
+		}
+		obj, hosts = &ing, IngressHosts(&ing)
+	case "HTTPScaledObject":
+		var hso httpv1alpha1.HTTPScaledObject
+		if err := json.Unmarshal(req.Object.Raw, &hso); err != nil {
+			return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "skipper webhook: decode HTTPScaledObject: "+err.Error())
+		}
+		obj, hosts = &hso, dedup(hso.Spec.Hosts)
+	default:
+		return allow()
+	}
+	if obj.GetNamespace() == "" {
+		obj.SetNamespace(req.Namespace)
+	}
+	use := useOf(req.Kind.Kind, obj)
+	for _, host := range hosts {
+		holder, ok, err := h.Claims.Holder(ctx, host)
+		if err != nil {
+			return errored(err)
+		}
+		if !ok || (holder.Namespace == use.Namespace && holder.Name == use.Function) {
+			continue
+		}
+		return deny(http.StatusConflict, metav1.StatusReasonAlreadyExists, fmt.Sprintf(
+			"%s %s/%s routes host %s, which belongs to the Skipper function %s (Deployment %s in namespace %s): use another host",
+			req.Kind.Kind, use.Namespace, use.Name, host, holder, holder.Name, holder.Namespace))
+	}
+	return allow()
+}
