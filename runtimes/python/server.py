@@ -8,8 +8,6 @@ Run it as `python server.py`: it configures and starts gunicorn itself, so the e
 the only configuration.
 """
 
-import asyncio
-import base64
 import builtins
 import datetime
 import decimal
@@ -24,8 +22,6 @@ import sys
 import threading
 import traceback
 import uuid
-
-from flask import Flask, Response, request
 
 RESERVED_PREFIX = "/.skipper/"
 READY_PATH = "/.skipper/ready"
@@ -348,6 +344,8 @@ _loop_pid = None
 
 def _event_loop():
     """One event loop per worker process, kept across requests so async clients can be reused."""
+    import asyncio
+
     global _loop, _loop_pid
     if _loop is None or _loop_pid != os.getpid():
         _loop = asyncio.new_event_loop()
@@ -378,6 +376,8 @@ def call_handler(handler, event, context, timeout):
 
 
 def _run_coroutine(coro, timeout):
+    import asyncio
+
     loop = _event_loop()
     try:
         return loop.run_until_complete(asyncio.wait_for(coro, timeout))
@@ -390,14 +390,17 @@ def _run_coroutine(coro, timeout):
 _current_request_id = None
 
 
-class _RuntimeFlask(Flask):
-    def dispatch_request(self):
-        # Every method and path goes to the handler: Flask's routing table is not used.
-        return self.skipper_invoke()
-
-
 def create_app(cfg, handler):
-    app = _RuntimeFlask("skipper")
+    # Flask is imported here, in each gunicorn worker after the fork, not in the master:
+    # the workers import it in parallel, as they do for a plain `gunicorn app:app`.
+    from flask import Flask, Response, request
+
+    class RuntimeFlask(Flask):
+        def dispatch_request(self):
+            # Every method and path goes to the handler: Flask's routing table is not used.
+            return invoke()
+
+    app = RuntimeFlask("skipper")
 
     def respond(status, headers, body, content_type):
         resp = Response(body, status=status, headers=headers)
@@ -481,7 +484,6 @@ def create_app(cfg, handler):
             body = b""
         return respond(status, headers, body, content_type)
 
-    app.skipper_invoke = invoke
     return app
 
 
