@@ -46,6 +46,7 @@ type options struct {
 	concurrency   int
 	workers       int
 	readyDeadline time.Duration
+	only          string
 }
 
 func main() {
@@ -58,6 +59,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "concurrency", 8, "concurrent keep-alive clients")
 	flag.IntVar(&o.workers, "workers", 2, "gunicorn workers, the same for the runtime and bare Flask")
 	flag.DurationVar(&o.readyDeadline, "ready-deadline", time.Minute, "give up on a server that is not ready by then")
+	flag.StringVar(&o.only, "only", "", "measure one stack only: node or python")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -85,6 +87,9 @@ func run(o options) error {
 	fmt.Println("| Stack | Start to ready, runtime | bare | ratio (target <= 1.2) | Requests/s, runtime | bare | ratio (target >= 0.9) |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, p := range pairs {
+		if o.only != "" && string(p.runtime) != o.only {
+			continue
+		}
 		rs, bs, err := startups(o, p)
 		if err != nil {
 			return err

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import traceback
-import uuid
+from urllib.parse import parse_qsl
 
 RESERVED_PREFIX = "/.skipper/"
 READY_PATH = "/.skipper/ready"
@@ -205,12 +205,80 @@ class Context(dict):
 def pick_request_id(given):
     if given and REQUEST_ID_RE.match(given):
         return given
-    return str(uuid.uuid4())
+    return new_request_id()
 
 
-def parse_query(multidict):
+_id_pool = b""
+_id_at = 0
+_id_pid = None
+
+
+def new_request_id():
+    """A random (version 4) UUID, from a per-process pool of random bytes.
+
+    uuid.uuid4() makes a syscall per id; this is cheaper per request. The pool is refilled
+    after a fork so two workers never hand out the same ids.
+    """
+    global _id_pool, _id_at, _id_pid
+    if _id_at + 16 > len(_id_pool) or _id_pid != os.getpid():
+        _id_pool, _id_at, _id_pid = os.urandom(4096), 0, os.getpid()
+    h = _id_pool[_id_at : _id_at + 16].hex()
+    _id_at += 16
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = "89ab"
+
+
+def wsgi_text(value):
+    """WSGI strings carry the raw bytes as latin-1; the runtime speaks UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8", errors="replace")
+    except UnicodeEncodeError:
+        return value
+
+
+def parse_query_string(qs):
     """Each name to a string, or to a list of strings when it repeats."""
-    return {k: (v[0] if len(v) == 1 else v) for k, v in multidict.lists()}
+    out = {}
+    if not qs:
+        return out
+    for k, v in parse_qsl(wsgi_text(qs), keep_blank_values=True):
+        if k in out:
+            cur = out[k]
+            if isinstance(cur, list):
+                cur.append(v)
+            else:
+                out[k] = [cur, v]
+        else:
+            out[k] = v
+    return out
+
+
+def environ_headers(environ):
+    """Request headers with lower-case names, as Node gives them."""
+    out = {}
+    for k, v in environ.items():
+        if k.startswith("HTTP_"):
+            out[k[5:].replace("_", "-").lower()] = v
+    if environ.get("CONTENT_TYPE"):
+        out["content-type"] = environ["CONTENT_TYPE"]
+    if environ.get("CONTENT_LENGTH"):
+        out["content-length"] = environ["CONTENT_LENGTH"]
+    return out
+
+
+def media_type(content_type):
+    """(lower-case mime type, charset or None) of a Content-Type header."""
+    if not content_type:
+        return "", None
+    parts = content_type.split(";")
+    charset = None
+    for p in parts[1:]:
+        k, _, v = p.partition("=")
+        if k.strip().lower() == "charset" and v:
+            charset = v.strip().strip('"').lower()
+    return parts[0].strip().lower(), charset
 
 
 def decode_text(data, charset):
@@ -249,8 +317,9 @@ def read_body(stream, content_length, limit):
         if content_length == 0:
             return b""
     chunks, size = [], 0
-    while True:
-        chunk = stream.read(min(65536, limit + 1 - size))
+    want = limit + 1 if content_length is None else content_length
+    while size < want:
+        chunk = stream.read(min(65536, want - size))
         if not chunk:
             break
         chunks.append(chunk)
@@ -258,6 +327,19 @@ def read_body(stream, content_length, limit):
         if size > limit:
             raise too_large(limit)
     return b"".join(chunks)
+
+
+def read_wsgi_body(environ, limit):
+    raw = environ.get("CONTENT_LENGTH")
+    length = None
+    if raw:
+        try:
+            length = int(raw)
+        except ValueError:
+            raise HTTPError(400, f"Content-Length {raw!r} is not a number: send the body length in bytes") from None
+    elif not environ.get("wsgi.input_terminated"):
+        return b""  # no length and no chunked body: a WSGI app must not read
+    return read_body(environ["wsgi.input"], length, limit)
 
 
 def too_large(limit):
@@ -361,18 +443,26 @@ def call_handler(handler, event, context, timeout):
         return _run_coroutine(handler.fn(*args), timeout)
     # Sync workers run each request on the main thread, where SIGALRM can interrupt the
     # handler even inside time.sleep or a blocking socket call.
-    use_alarm = threading.current_thread() is threading.main_thread()
+    global _alarm_pid
+    use_alarm = threading.get_ident() == threading.main_thread().ident
     if use_alarm:
-        signal.signal(signal.SIGALRM, _on_alarm)
+        if _alarm_pid != os.getpid():
+            signal.signal(signal.SIGALRM, _on_alarm)
+            _alarm_pid = os.getpid()
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         result = handler.fn(*args)
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
-    if inspect.isawaitable(result):
+    # The type check first: inspect.isawaitable is an ABC check, slow for every plain value.
+    if type(result) not in _PLAIN_TYPES and inspect.isawaitable(result):
         return _run_coroutine(result, timeout)
     return result
+
+
+_alarm_pid = None
+_PLAIN_TYPES = frozenset({str, dict, list, bytes, int, float, bool, type(None)})
 
 
 def _run_coroutine(coro, timeout):
@@ -395,21 +485,27 @@ def create_app(cfg, handler):
     # the workers import it in parallel, as they do for a plain `gunicorn app:app`.
     from flask import Flask, Response, request
 
+    class RuntimeResponse(Response):
+        default_mimetype = None  # an envelope without a body gets no Content-Type
+
     class RuntimeFlask(Flask):
+        def create_url_adapter(self, req):
+            # No URL matching for requests: every method and path goes to the handler, so
+            # Flask's routing (404s, 405s, slash redirects) never applies.
+            if req is not None:
+                return None
+            return super().create_url_adapter(req)
+
         def dispatch_request(self):
-            # Every method and path goes to the handler: Flask's routing table is not used.
-            return invoke()
+            return invoke(request.environ)
 
     app = RuntimeFlask("skipper")
 
     def respond(status, headers, body, content_type):
-        resp = Response(body, status=status, headers=headers)
         if content_type and not any(k.lower() == "content-type" for k, _ in headers):
-            resp.headers["Content-Type"] = content_type
-        elif not content_type and not any(k.lower() == "content-type" for k, _ in headers):
-            del resp.headers["Content-Type"]
-        resp.headers["X-Request-Id"] = _current_request_id or ""
-        return resp
+            headers = headers + [("Content-Type", content_type)]
+        headers.append(("X-Request-Id", _current_request_id or ""))
+        return RuntimeResponse(body, status=status, headers=headers)
 
     def error(status, message, request_id, **extra):
         body = {"error": message}
@@ -430,37 +526,41 @@ def create_app(cfg, handler):
             request_id,
         )
 
-    def invoke():
+    def invoke(environ):
         global _current_request_id
-        request_id = pick_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_id = pick_request_id(environ.get("HTTP_X_REQUEST_ID"))
         _current_request_id = request_id
         try:
-            return _invoke(request_id)
+            return _invoke(environ, request_id)
         finally:
             _current_request_id = None
 
-    def _invoke(request_id):
-        path = request.path
+    def _invoke(environ, request_id):
+        # Straight from the WSGI environ: Werkzeug's lazy request properties cost more than
+        # the handler call itself for small requests.
+        path = wsgi_text(environ.get("PATH_INFO") or "/")
         if path.startswith(RESERVED_PREFIX):
             return reserved(path, request_id)
         if handler.error:
             return error(500, f"handler failed to load: {handler.error}", request_id)
-        trigger = request.headers.get(TRIGGER_HEADER) if request.method == "POST" and path == EVENT_PATH else None
+        method = environ["REQUEST_METHOD"]
+        trigger = environ.get("HTTP_X_SKIPPER_TRIGGER") if method == "POST" and path == EVENT_PATH else None
         try:
-            data = read_body(request.stream, request.content_length, cfg.max_body)
-            event = body_to_event(data, request.mimetype, request.mimetype_params.get("charset"), bool(trigger))
+            data = read_wsgi_body(environ, cfg.max_body)
+            mimetype, charset = media_type(environ.get("CONTENT_TYPE"))
+            event = body_to_event(data, mimetype, charset, bool(trigger))
         except HTTPError as e:
             log("warn", "bad request", request_id, status=e.status, error=str(e))
             return error(e.status, str(e), request_id)
         context = Context(
-            method=request.method,
+            method=method,
             path=path,
-            query=parse_query(request.args),
-            headers={k.lower(): v for k, v in request.headers.items()},
+            query=parse_query_string(environ.get("QUERY_STRING", "")),
+            headers=environ_headers(environ),
             trigger=trigger or "http",
             functionName=cfg.function_name,
             requestId=request_id,
-            eventId=request.headers.get(EVENT_ID_HEADER) if trigger else None,
+            eventId=environ.get("HTTP_X_SKIPPER_EVENT_ID") if trigger else None,
         )
         try:
             value = call_handler(handler, event, context, cfg.timeout)

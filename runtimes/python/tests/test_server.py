@@ -170,3 +170,35 @@ def test_load_handler_errors(fixture, pattern):
 def test_load_handler_async():
     h = server.load_handler(os.path.join(FIXTURES, "async"), "handler.py")
     assert h.error is None and h.is_async and h.wants_context
+
+
+def test_parse_query_string():
+    assert server.parse_query_string("") == {}
+    assert server.parse_query_string("a=1&b=2&b=3&b=4&e=&q=a%20b+c") == {"a": "1", "b": ["2", "3", "4"], "e": "", "q": "a b c"}
+    # WSGI hands over raw bytes as latin-1; the runtime decodes UTF-8.
+    assert server.parse_query_string("caf\u00c3\u00a9=1") == {"caf\u00e9": "1"}
+
+
+def test_environ_headers():
+    env = {"HTTP_X_CUSTOM_THING": "v", "HTTP_HOST": "h", "CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": "3", "PATH_INFO": "/"}
+    assert server.environ_headers(env) == {"x-custom-thing": "v", "host": "h", "content-type": "text/plain", "content-length": "3"}
+
+
+def test_media_type():
+    assert server.media_type(None) == ("", None)
+    assert server.media_type('Text/Plain; Charset="ISO-8859-1"') == ("text/plain", "iso-8859-1")
+
+
+def test_new_request_id_is_a_v4_uuid_and_unique():
+    ids = {server.new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for i in ids:
+        assert __import__("re").fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", i), i
+
+
+def test_read_wsgi_body():
+    assert server.read_wsgi_body({"wsgi.input": io.BytesIO(b"abc"), "CONTENT_LENGTH": "3"}, 10) == b"abc"
+    assert server.read_wsgi_body({"wsgi.input": io.BytesIO(b"abc")}, 10) == b""  # no length, not chunked
+    assert server.read_wsgi_body({"wsgi.input": io.BytesIO(b"abc"), "wsgi.input_terminated": True}, 10) == b"abc"
+    with pytest.raises(server.HTTPError, match="Content-Length 'x' is not a number"):
+        server.read_wsgi_body({"wsgi.input": io.BytesIO(b""), "CONTENT_LENGTH": "x"}, 10)
