@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,16 @@ func DeadKey(list string) string           { return list + ":dead" }
 func EventID(list, raw string) string {
 	sum := sha256.Sum256([]byte(list + "\x00" + raw))
 	return hex.EncodeToString(sum[:16])
+}
+
+// Body is what the function receives for an item: the item itself when it is JSON, else the
+// item as a JSON string (the runtimes accept JSON bodies only, docs/runtimes.md).
+func Body(raw string) []byte {
+	if json.Valid([]byte(raw)) {
+		return []byte(raw)
+	}
+	b, _ := json.Marshal(raw)
+	return b
 }
 
 // New returns a source with a fresh poller id.
@@ -227,7 +238,7 @@ func (s *Source) Run(ctx context.Context) error {
 func (s *Source) newItem(raw string) *item {
 	it := &item{raw: raw, id: EventID(s.o.List, raw), claimed: time.Now()}
 	if s.o.Decode == nil {
-		it.events = []deliver.Event{{ID: it.id, Trigger: s.o.Trigger, Body: []byte(raw)}}
+		it.events = []deliver.Event{{ID: it.id, Trigger: s.o.Trigger, Body: Body(raw)}}
 		return it
 	}
 	evs, err := s.o.Decode(raw)

@@ -309,4 +309,3 @@ func TestSQLSigterm(t *testing.T) {
 		})
 	}
 }
-
