@@ -26,6 +26,9 @@ func run() error {
 	fs := flag.NewFlagSet("skipper-dev", flag.ExitOnError)
 	dir := fs.String("dir", ".dev", "state directory (kubeconfig, certificates, logs, pids)")
 	tools := fs.String("tools", "", "directory of the control-plane binaries (default $TOOLS_DIR or bin/tools)")
+	webhook := fs.String("webhook", "", "skipper-webhook binary to run as a local process registered with the cluster")
+	webhookConfig := fs.String("webhook-config", "", "the webhook's configuration file")
+	keda := fs.Bool("keda", false, "also run the KEDA operator (make tools-keda)")
 	if len(os.Args) < 2 {
 		return fmt.Errorf("usage: skipper-dev up|down|status [-dir DIR] [-tools DIR]")
 	}
@@ -54,9 +57,22 @@ func run() error {
 				return err
 			}
 		}
-		c, err := cluster.Start(ctx, cluster.Options{Dir: abs, ToolsDir: *tools, Detach: true, Log: os.Stdout})
+		opts := cluster.Options{Dir: abs, ToolsDir: *tools, Detach: true, Log: os.Stdout}
+		c, err := cluster.Start(ctx, opts)
 		if err != nil {
 			return err
+		}
+		if *keda {
+			fmt.Println("starting the KEDA operator")
+			if err := c.StartKEDA(ctx, toolsDir(*tools), true); err != nil {
+				return err
+			}
+		}
+		if *webhook != "" {
+			fmt.Println("starting skipper-webhook as a local process")
+			if err := c.StartWebhook(ctx, *webhook, *webhookConfig, true); err != nil {
+				return err
+			}
 		}
 		printUsage(c)
 		return nil
@@ -76,6 +92,16 @@ func run() error {
 	default:
 		return fmt.Errorf("unknown command %q: use up, down or status", verb)
 	}
+}
+
+func toolsDir(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if d := os.Getenv("TOOLS_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join("bin", "tools")
 }
 
 func printUsage(c *cluster.Cluster) {
