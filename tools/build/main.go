@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // tool describes how one tool is built.
@@ -112,12 +113,31 @@ func main() {
 	}
 }
 
+func lock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "tools:", err)
 	os.Exit(1)
 }
 
 func build(name string, t tool, version, out string) error {
+	// Several make targets (and test suites) may ask for a tool at once: one build at a
+	// time per tool; the others wait and then find it cached.
+	unlock, err := lock(filepath.Join(out, ".lock-"+name))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	stamp := filepath.Join(out, ".stamp-"+name)
 	if b, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(b)) == version && present(out, t.bins) {
 		return nil
