@@ -73,7 +73,7 @@ const (
 const (
 	DefaultTargetURL   = "http://127.0.0.1:8080/event"
 	DefaultMetricsAddr = ":9464"
-	DefaultMinIOARN    = "arn:minio:sqs::skipper:redis"
+	DefaultMinIOARN    = "arn:minio:sqs::SKIPPER:redis" // MinIO keeps the env suffix _SKIPPER as written
 )
 
 // FromEnv reads the configuration through getenv (os.Getenv in main, a map in tests).

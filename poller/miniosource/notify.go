@@ -30,13 +30,34 @@ func EnsureNotification(ctx context.Context, endpoint, accessKey, secretKey, buc
 	if err != nil {
 		return fmt.Errorf("read notification config of bucket %s: %w", bucket, err)
 	}
+	if hasQueue(cfg, arn) {
+		return nil
+	}
 	q := notification.NewConfig(a)
 	q.AddEvents(notification.ObjectCreatedAll, notification.ObjectRemovedAll)
-	if !cfg.AddQueue(q) {
-		return nil // already configured
-	}
+	cfg.AddQueue(q)
 	if err := c.SetBucketNotification(ctx, bucket, cfg); err != nil {
 		return fmt.Errorf("configure bucket %s to notify %s (is MINIO_NOTIFY_REDIS_ENABLE_<ID>=on set on the MinIO server?): %w", bucket, arn, err)
 	}
 	return nil
+}
+
+// hasQueue reports whether the bucket already sends all puts and deletes, unfiltered, to arn.
+// (MinIO refuses a second, overlapping rule, so adding it again would fail.)
+func hasQueue(cfg notification.Configuration, arn string) bool {
+	created, removed := false, false
+	for _, q := range cfg.QueueConfigs {
+		if q.Queue != arn || (q.Filter != nil && len(q.Filter.S3Key.FilterRules) > 0) {
+			continue
+		}
+		for _, e := range q.Events {
+			switch e {
+			case notification.ObjectCreatedAll:
+				created = true
+			case notification.ObjectRemovedAll:
+				removed = true
+			}
+		}
+	}
+	return created && removed
 }

@@ -141,7 +141,7 @@ func runRedis(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metr
 		MaxAttempts: cfg.MaxAttempts, Backoff: backoff, Timeout: cfg.Timeout, Lease: cfg.Lease,
 		Grace: cfg.Grace, Decode: decode,
 	})
-	log.Info("redis poller registered", "list", cfg.List, "poller", src.ID(), "processing_list", redissource.ProcessingKey(cfg.List, src.ID()))
+	log.Info("redis poller starting", "list", cfg.List, "poller", src.ID(), "processing_list", redissource.ProcessingKey(cfg.List, src.ID()))
 	return src.Run(ctx)
 }
 
