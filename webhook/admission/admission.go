@@ -22,6 +22,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -111,11 +112,11 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 		(req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
 		return allow()
 	}
-	var d appsv1.Deployment
-	if err := json.Unmarshal(req.Object.Raw, &d); err != nil {
+	d, err := decodeDeployment(req.Object.Raw)
+	if err != nil {
 		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "skipper webhook: decode Deployment: "+err.Error())
 	}
-	if !function.IsFunction(&d) {
+	if !function.IsFunction(d) {
 		return allow() // e.g. the label was just removed: the reconciler cleans up
 	}
 	if d.Namespace == "" {
@@ -130,7 +131,7 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 		}
 		in.Code = code
 	}
-	res, errs := function.Expand(h.Conf, &d, in)
+	res, errs := function.Expand(h.Conf, d, in)
 	if len(errs) > 0 {
 		msgs := make([]string, len(errs))
 		for i, e := range errs {
@@ -163,7 +164,7 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 		}
 		return errored(err)
 	}
-	resp, err := patchResponse(&d, res.Deployment)
+	resp, err := patchResponse(d, res.Deployment)
 	if err != nil {
 		return errored(err)
 	}
@@ -176,11 +177,38 @@ func wasFunction(req *admissionv1.AdmissionRequest) bool {
 	if len(req.OldObject.Raw) == 0 {
 		return false
 	}
-	var old metav1.PartialObjectMetadata
+	var old struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+	}
 	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 		return false
 	}
-	return function.IsFunction(&old)
+	return old.Metadata.Labels[function.LabelFunction] == function.LabelFunctionValue
+}
+
+// decodeDeployment decodes what the expansion reads, skipping managedFields (often the
+// largest part of the object, and never needed).
+func decodeDeployment(raw []byte) (*appsv1.Deployment, error) {
+	var v struct {
+		Metadata struct {
+			Name        string            `json:"name"`
+			Namespace   string            `json:"namespace"`
+			UID         types.UID         `json:"uid"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+		Spec appsv1.DeploymentSpec `json:"spec"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, err
+	}
+	m := v.Metadata
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, Labels: m.Labels, Annotations: m.Annotations},
+		Spec:       v.Spec,
+	}, nil
 }
 
 func (h *Handler) code(ctx context.Context, ns, name string) (map[string]string, error) {
@@ -212,13 +240,15 @@ func CodeOf(cm *corev1.ConfigMap) map[string]string {
 
 // patchResponse diffs the request object, as decoded, against the mutated object. Both
 // sides go through the same encoder, so the patch holds only the mutation and never
-// serialization noise (empty structs, field order) that would touch user fields.
+// serialization noise (empty structs, field order) that would touch user fields. Only
+// the parts the expansion may change are compared (see mutable): same paths, a fraction
+// of the bytes (managedFields and status dominate a Deployment).
 func patchResponse(orig, mutated *appsv1.Deployment) (*admissionv1.AdmissionResponse, error) {
-	a, err := json.Marshal(orig)
+	a, err := json.Marshal(mutableOf(orig))
 	if err != nil {
 		return nil, fmt.Errorf("encode Deployment: %w", err)
 	}
-	b, err := json.Marshal(mutated)
+	b, err := json.Marshal(mutableOf(mutated))
 	if err != nil {
 		return nil, fmt.Errorf("encode mutated Deployment: %w", err)
 	}
@@ -282,4 +312,23 @@ func (h *Handler) ValidateHosts(ctx context.Context, req *admissionv1.AdmissionR
 			req.Kind.Kind, use.Namespace, use.Name, host, holder, holder.Name, holder.Namespace))
 	}
 	return allow()
+}
+
+// mutable is the part of a Deployment the expansion may change, with the same JSON paths.
+type mutable struct {
+	Metadata struct {
+		Labels      map[string]string `json:"labels,omitempty"`
+		Annotations map[string]string `json:"annotations,omitempty"`
+	} `json:"metadata"`
+	Spec struct {
+		Replicas *int32                 `json:"replicas,omitempty"`
+		Template corev1.PodTemplateSpec `json:"template"`
+	} `json:"spec"`
+}
+
+func mutableOf(d *appsv1.Deployment) *mutable {
+	var m mutable
+	m.Metadata.Labels, m.Metadata.Annotations = d.Labels, d.Annotations
+	m.Spec.Replicas, m.Spec.Template = d.Spec.Replicas, d.Spec.Template
+	return &m
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/getkipper/skipper/test/testenv"
 	"github.com/getkipper/skipper/webhook/function"
+	"github.com/getkipper/skipper/webhook/server"
 	"github.com/getkipper/skipper/webhook/webhooktest"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,7 +21,10 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // testConf is the configuration of the shared webhook.
 var testConf = function.Config{ClusterDomain: "46-225-91-12.kipper.run", CertManagerIssuer: "letsencrypt"}.WithDefaults()
 
-const wait = 30 * time.Second
+const (
+	wait       = 30 * time.Second
+	claimGrace = 2 * time.Second
+)
 
 func ctx() context.Context { return context.Background() }
 
@@ -48,10 +52,29 @@ func ptr[T any](v T) *T { return &v }
 // TestWebhook runs every behaviour against one in-process webhook.
 func TestWebhook(t *testing.T) {
 	cl := testenv.Cluster(t)
-	webhooktest.Start(t, cl.Config, testConf)
-	for name, test := range map[string]func(t *testing.T){
-		"create mutates and writes companions": testCreate,
+	webhooktest.StartServer(t, cl.Config, server.Options{Conf: testConf, ClaimGrace: claimGrace})
+	// Ordered: the Middleware case installs a CRD that later cases would see.
+	for _, tc := range []struct {
+		name string
+		test func(t *testing.T)
+	}{
+		{"create mutates and writes companions", testCreate},
+		{"update keeps replicas and updates companions", testUpdate},
+		{"re-admission changes nothing", testIdempotent},
+		{"denials name annotation, value and fix", testDenials},
+		{"system namespaces are never mutated", testExempt},
+		{"plain Deployments are left alone", testPlainDeployment},
+		{"host taken by an app Ingress or HTTPScaledObject", testHostTakenByApp},
+		{"app Ingress cannot take a function host", testIngressWebhook},
+		{"20 concurrent creates admit exactly one", testConcurrentCreates},
+		{"removing the label removes companions and frees the host", testLabelRemoved},
+		{"deleting the Deployment garbage-collects companions", testDeleteGC},
+		{"kubectl apply --dry-run=server shows the mutation and creates nothing", testDryRun},
+		{"inline code hash follows the ConfigMap", testInlineCode},
+		{"Traefik Middleware only when the CRD is served", testMiddleware},
 	} {
-		t.Run(name, test)
+		if !t.Run(tc.name, tc.test) {
+			t.Logf("%s failed", tc.name)
+		}
 	}
 }

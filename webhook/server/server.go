@@ -79,6 +79,8 @@ type Options struct {
 	CAValidity, CertValidity time.Duration
 	// CertCheckInterval is how often certificates are checked for rotation or reload.
 	CertCheckInterval time.Duration
+	// ClaimGrace overrides claims.DefaultGrace (tests).
+	ClaimGrace time.Duration
 	Log               logr.Logger
 }
 
@@ -194,7 +196,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("index %T by host: %w", obj, err)
 		}
 	}
-	store := &claims.Store{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Namespace: conf.SystemNamespace}
+	store := &claims.Store{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), Namespace: conf.SystemNamespace, Grace: opts.ClaimGrace}
 	s.handler = &admission.Handler{
 		Conf: conf, Claims: store, Hosts: admission.IndexedHosts{Reader: mgr.GetClient()},
 		Reader: mgr.GetClient(), Log: opts.Log.WithName("admission"),

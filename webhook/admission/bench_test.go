@@ -1,0 +1,67 @@
+package admission
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/getkipper/skipper/webhook/claims"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// BenchmarkHandler measures the mutating handler over HTTP (decode, expand, host
+// lookup, claim, diff, encode) with in-memory claims and host index, so it shows the
+// handler's own cost. The same handler on the real informer cache and apiserver is
+// BenchmarkAdmissionLive in webhook/integration. Reported: p50 and p99 per request.
+func BenchmarkHandler(b *testing.B) {
+	for _, op := range []admissionv1.Operation{admissionv1.Update, admissionv1.Create} {
+		b.Run(string(op), func(b *testing.B) {
+			h, fc, hosts := newHandler(b)
+			for i := 0; i < 200; i++ {
+				hosts[fmt.Sprintf("www%d.example.com", i)] = []Use{{Kind: "Ingress", Namespace: fmt.Sprintf("app-%d", i), Name: "site"}}
+			}
+			mux := http.NewServeMux()
+			h.Register(mux)
+			d := loadDeployment(b)
+			fc.held[testHost] = claims.Holder{Namespace: d.Namespace, Name: d.Name}
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				if op == admissionv1.Create {
+					// Each CREATE claims a host of its own, like a stream of new functions.
+					d.Name = fmt.Sprintf("fn-%d", i)
+				}
+				var old = d
+				if op == admissionv1.Create {
+					old = nil
+				}
+				req := request(b, op, d, old)
+				body, _ := json.Marshal(admissionv1.AdmissionReview{
+					TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Request: req,
+				})
+				r := httptest.NewRequest(http.MethodPost, PathMutateDeployments, bytes.NewReader(body))
+				w := httptest.NewRecorder()
+				b.StartTimer()
+				start := time.Now()
+				mux.ServeHTTP(w, r)
+				lat = append(lat, time.Since(start))
+				b.StopTimer()
+				var out admissionv1.AdmissionReview
+				if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || out.Response == nil || !out.Response.Allowed {
+					b.Fatalf("bad response: %v %s", err, w.Body.String())
+				}
+				b.StartTimer()
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
