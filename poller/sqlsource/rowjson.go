@@ -138,7 +138,7 @@ func isInteger(x []byte) bool {
 	if x[0] == '-' {
 		i = 1
 	}
-	if i == len(x) {
+	if i == len(x) || (x[i] == '0' && len(x) > i+1) { // JSON forbids leading zeros (ZEROFILL)
 		return false
 	}
 	for ; i < len(x); i++ {
