@@ -142,7 +142,8 @@ function pickRequestId(given) {
 function parseQuery(search) {
   const out = {};
   if (!search) return out;
-  for (const [k, v] of new URLSearchParams(search)) {
+  // URLSearchParams drops one leading "?"; give it one so a "?" that is data stays.
+  for (const [k, v] of new URLSearchParams(`?${search}`)) {
     if (Object.prototype.hasOwnProperty.call(out, k)) {
       const cur = out[k];
       if (Array.isArray(cur)) cur.push(v);
@@ -159,12 +160,27 @@ function setOwn(obj, k, v) {
   Object.defineProperty(obj, k, { value: v, enumerable: true, writable: true, configurable: true });
 }
 
+// decodePath percent-decodes bytes, then reads them as UTF-8 with U+FFFD for bad sequences:
+// the same result as Python's WSGI path, so both runtimes give handlers the same path.
 function decodePath(raw) {
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    return raw;
+  if (!raw.includes('%')) return raw;
+  const bytes = [];
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === 0x25 && i + 2 < raw.length && isHex(raw.charCodeAt(i + 1)) && isHex(raw.charCodeAt(i + 2))) {
+      bytes.push(parseInt(raw.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else if (c < 0x80) {
+      bytes.push(c);
+    } else {
+      for (const b of Buffer.from(raw[i])) bytes.push(b);
+    }
   }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+function isHex(c) {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
 }
 
 function mediaType(contentType) {
@@ -173,19 +189,21 @@ function mediaType(contentType) {
   const mime = parts[0].trim().toLowerCase();
   let charset = '';
   for (let i = 1; i < parts.length; i++) {
-    const [k, v] = parts[i].split('=');
-    if (k && v && k.trim().toLowerCase() === 'charset') charset = v.trim().replace(/^"|"$/g, '').toLowerCase();
+    const eq = parts[i].indexOf('=');
+    if (eq === -1) continue;
+    const v = parts[i].slice(eq + 1).trim().replace(/^"+|"+$/g, '').toLowerCase();
+    if (parts[i].slice(0, eq).trim().toLowerCase() === 'charset' && v) charset = v;
   }
   return { mime, charset };
 }
 
+// Only UTF-8 (the default) and ISO-8859-1 are honoured, in both runtimes alike: the label
+// sets of Node's TextDecoder and Python's codecs differ (for Node, "iso-8859-1" means
+// windows-1252), and anything else is rare in request bodies.
+const LATIN1 = new Set(['iso-8859-1', 'iso8859-1', 'latin1', 'latin-1', 'l1']);
+
 function decodeText(buf, charset) {
-  if (!charset || charset === 'utf-8' || charset === 'utf8') return buf.toString('utf8');
-  try {
-    return new TextDecoder(charset).decode(buf);
-  } catch {
-    return buf.toString('utf8');
-  }
+  return LATIN1.has(charset) ? buf.toString('latin1') : buf.toString('utf8');
 }
 
 class HTTPError extends Error {
@@ -352,14 +370,14 @@ function createRuntime(cfg) {
     respond(res, status, null, JSON.stringify(body), JSON_TYPE);
   }
 
-  function reserved(req, res, rawPath, requestId) {
-    if (rawPath === LIVE_PATH) return respond(res, 200, null, '{"live":true}', JSON_TYPE);
-    if (rawPath === READY_PATH) {
+  function reserved(req, res, path, requestId) {
+    if (path === LIVE_PATH) return respond(res, 200, null, '{"live":true}', JSON_TYPE);
+    if (path === READY_PATH) {
       if (state.error) return respond(res, 503, null, JSON.stringify({ ready: false, error: state.error }), JSON_TYPE);
       if (state.shuttingDown) return respond(res, 503, null, '{"ready":false,"error":"shutting down"}', JSON_TYPE);
       return respond(res, 200, null, '{"ready":true}', JSON_TYPE);
     }
-    return respondError(res, 404, `${rawPath} is not a runtime endpoint: paths under ${RESERVED_PREFIX} are reserved (${READY_PATH}, ${LIVE_PATH})`, requestId);
+    return respondError(res, 404, `${path} is not a runtime endpoint: paths under ${RESERVED_PREFIX} are reserved (${READY_PATH}, ${LIVE_PATH})`, requestId);
   }
 
   async function handle(req, res) {
@@ -368,11 +386,11 @@ function createRuntime(cfg) {
     res.setHeader('X-Request-Id', requestId);
     const url = req.url;
     const q = url.indexOf('?');
-    const rawPath = q === -1 ? url : url.slice(0, q);
-    if (rawPath.startsWith(RESERVED_PREFIX)) return reserved(req, res, rawPath, requestId);
+    const path = decodePath(q === -1 ? url : url.slice(0, q));
+    if (path.startsWith(RESERVED_PREFIX)) return reserved(req, res, path, requestId);
     if (state.error) return respondError(res, 500, `handler failed to load: ${state.error}`, requestId);
 
-    const trigger = req.method === 'POST' && rawPath === EVENT_PATH ? req.headers[TRIGGER_HEADER] : undefined;
+    const trigger = req.method === 'POST' && path === EVENT_PATH ? req.headers[TRIGGER_HEADER] : undefined;
     let event;
     try {
       const buf = await readBody(req, cfg.maxBody);
@@ -387,7 +405,7 @@ function createRuntime(cfg) {
     }
     const context = {
       method: req.method,
-      path: decodePath(rawPath),
+      path,
       query: parseQuery(q === -1 ? '' : url.slice(q + 1)),
       headers: req.headers,
       trigger: trigger || 'http',

@@ -275,17 +275,22 @@ def media_type(content_type):
     parts = content_type.split(";")
     charset = None
     for p in parts[1:]:
-        k, _, v = p.partition("=")
-        if k.strip().lower() == "charset" and v:
-            charset = v.strip().strip('"').lower()
+        k, eq, v = p.partition("=")
+        v = v.strip().strip('"').lower()
+        if eq and k.strip().lower() == "charset" and v:
+            charset = v
     return parts[0].strip().lower(), charset
 
 
+# Only UTF-8 (the default) and ISO-8859-1 are honoured, as in the Node runtime, whose
+# decoder knows other labels than Python's codecs.
+LATIN1 = frozenset({"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1"})
+
+
 def decode_text(data, charset):
-    try:
-        return data.decode(charset or "utf-8", errors="replace")
-    except LookupError:
-        return data.decode("utf-8", errors="replace")
+    if charset in LATIN1:
+        return data.decode("latin-1")
+    return data.decode("utf-8", errors="replace")
 
 
 def body_to_event(data, mimetype, charset, is_event):
@@ -302,11 +307,18 @@ def body_to_event(data, mimetype, charset, is_event):
     return data
 
 
+def _reject_constant(name):
+    # NaN and Infinity are not JSON; Python's parser would accept them, JavaScript's does not.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _parse_json(text, what):
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except ValueError as e:
         raise HTTPError(400, f"{what} is not valid JSON ({e}): send valid JSON or another Content-Type") from None
+    except RecursionError:
+        raise HTTPError(400, f"{what} is nested too deeply: flatten the JSON") from None
 
 
 def read_body(stream, content_length, limit):
@@ -359,10 +371,32 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _finite(value):
+    """NaN and infinities become null, as JSON.stringify does in the Node runtime."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def to_json(value):
+    """JSON text as UTF-8 bytes."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
-    except (TypeError, ValueError) as e:
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+        except ValueError as e:
+            if "Out of range float" not in str(e):
+                raise
+            text = json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (valid in a JSON string escape) cannot be UTF-8: escape it.
+            return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=True).encode()
+    except (TypeError, ValueError, RecursionError) as e:
         raise TypeError(
             f"handler returned a value that cannot be sent as JSON ({e}): return dicts, lists, strings, numbers or an envelope with a str body"
         ) from None
@@ -404,13 +438,13 @@ def to_response(value):
         if body is None:
             return int(status), header_list, b"", None
         if isinstance(body, str):
-            return int(status), header_list, body.encode(), TEXT_TYPE
+            return int(status), header_list, body.encode(errors="replace"), TEXT_TYPE
         if isinstance(body, (bytes, bytearray, memoryview)):
             return int(status), header_list, bytes(body), BYTES_TYPE
-        return int(status), header_list, to_json(body).encode(), JSON_TYPE
+        return int(status), header_list, to_json(body), JSON_TYPE
     if isinstance(value, (bytes, bytearray, memoryview)):
         return 200, [], bytes(value), BYTES_TYPE
-    return 200, [], to_json(value).encode(), JSON_TYPE
+    return 200, [], to_json(value), JSON_TYPE
 
 
 # --- calling the handler --------------------------------------------------------------------
@@ -511,14 +545,14 @@ def create_app(cfg, handler):
         body = {"error": message}
         body.update(extra)
         body["requestId"] = request_id
-        return respond(status, [], to_json(body).encode(), JSON_TYPE)
+        return respond(status, [], to_json(body), JSON_TYPE)
 
     def reserved(path, request_id):
         if path == LIVE_PATH:
             return respond(200, [], b'{"live":true}', JSON_TYPE)
         if path == READY_PATH:
             if handler.error:
-                return respond(503, [], to_json({"ready": False, "error": handler.error}).encode(), JSON_TYPE)
+                return respond(503, [], to_json({"ready": False, "error": handler.error}), JSON_TYPE)
             return respond(200, [], b'{"ready":true}', JSON_TYPE)
         return error(
             404,
