@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -29,8 +30,8 @@ func host(name string) string { return testConf.Host(name) }
 
 func exists(t *testing.T, obj client.Object, ns, name string) bool {
 	t.Helper()
-	err := testenv.Client(t).Get(ctx(), client.ObjectKey{Namespace: ns, Name: name}, obj)
-	if err != nil && !apierrors.IsNotFound(err) {
+	err := kube(t).Get(ctx(), client.ObjectKey{Namespace: ns, Name: name}, obj)
+	if err != nil && !apierrors.IsNotFound(err) && !meta.IsNoMatchError(err) {
 		t.Fatalf("get %T %s/%s: %v", obj, ns, name, err)
 	}
 	return err == nil
@@ -48,13 +49,13 @@ func claimHolder(t *testing.T, name string) (claims.Holder, bool) {
 
 func mustCreate(t *testing.T, d *appsv1.Deployment) {
 	t.Helper()
-	if err := testenv.Client(t).Create(ctx(), d); err != nil {
+	if err := kube(t).Create(ctx(), d); err != nil {
 		t.Fatalf("create %s/%s: %v", d.Namespace, d.Name, err)
 	}
 }
 
 func testUpdate(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	ns := testenv.Namespace(t)
 	mustCreate(t, fn(ns, "upd", nil))
 	key := client.ObjectKey{Namespace: ns, Name: "upd"}
@@ -82,16 +83,22 @@ func testUpdate(t *testing.T) {
 }
 
 func testIdempotent(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	ns := testenv.Namespace(t)
 	d := fn(ns, "idem", nil)
 	mustCreate(t, d)
-	rv := d.ResourceVersion
 	// Sending the webhook's own output back is a no-op: nothing changes, so the
-	// apiserver does not even write a new resourceVersion.
-	if err := c.Update(ctx(), d); err != nil {
-		t.Fatal(err)
-	}
+	// apiserver does not even write a new resourceVersion. (The Deployment controller
+	// writes status meanwhile, so a conflict means: read again and retry.)
+	var rv string
+	testenv.Eventually(t, wait, "an UPDATE without conflict", func() (bool, error) {
+		if err := c.Get(ctx(), client.ObjectKeyFromObject(d), d); err != nil {
+			return false, err
+		}
+		rv = d.ResourceVersion
+		err := c.Update(ctx(), d)
+		return err == nil, err
+	})
 	if d.ResourceVersion != rv {
 		var got appsv1.Deployment
 		_ = c.Get(ctx(), client.ObjectKeyFromObject(d), &got)
@@ -114,7 +121,7 @@ func testDenials(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			err := testenv.Client(t).Create(ctx(), fn(ns, tc.name, tc.ann))
+			err := kube(t).Create(ctx(), fn(ns, tc.name, tc.ann))
 			if err == nil {
 				t.Fatal("admitted")
 			}
@@ -128,7 +135,7 @@ func testDenials(t *testing.T) {
 }
 
 func testExempt(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	if err := c.Create(ctx(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testConf.SystemNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
@@ -164,7 +171,7 @@ func appIngress(ns, name, h string) *networkingv1.Ingress {
 }
 
 func testHostTakenByApp(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	app := testenv.Namespace(t)
 	ns := testenv.Namespace(t)
 	if err := c.Create(ctx(), appIngress(app, "site", host("taken"))); err != nil {
@@ -190,7 +197,7 @@ func testHostTakenByApp(t *testing.T) {
 }
 
 func testIngressWebhook(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	ns := testenv.Namespace(t)
 	app := testenv.Namespace(t)
 	mustCreate(t, fn(ns, "ingfn", nil))
@@ -214,7 +221,7 @@ func testIngressWebhook(t *testing.T) {
 }
 
 func testConcurrentCreates(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	const n = 20
 	nss := make([]string, n)
 	for i := range nss {
@@ -255,7 +262,7 @@ func testConcurrentCreates(t *testing.T) {
 }
 
 func testLabelRemoved(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	ns := testenv.Namespace(t)
 	other := testenv.Namespace(t)
 	mustCreate(t, fn(ns, "unlabel", nil))
@@ -281,7 +288,7 @@ func testLabelRemoved(t *testing.T) {
 }
 
 func testDeleteGC(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	ns := testenv.Namespace(t)
 	other := testenv.Namespace(t)
 	d := fn(ns, "gone", nil)
@@ -341,7 +348,7 @@ func testDryRun(t *testing.T) {
 }
 
 func testInlineCode(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	ns := testenv.Namespace(t)
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "inline-code", Namespace: ns}, Data: map[string]string{"handler.js": "module.exports = () => 1"}}
 	if err := c.Create(ctx(), cm); err != nil {
@@ -390,7 +397,7 @@ func middlewareCRD() *unstructured.Unstructured {
 }
 
 func testMiddleware(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	ns := testenv.Namespace(t)
 	mustCreate(t, fn(ns, "mw", map[string]string{function.AnnotationCSPAllowlist: "cdn.example.com"}))
 	var ing networkingv1.Ingress
@@ -402,13 +409,14 @@ func testMiddleware(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Any change of the function makes the reconciler look again.
-	touch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"60"}}}`, function.AnnotationIdleTimeout)
+	idle := 60
 	testenv.Eventually(t, wait, "the Middleware and the Ingress reference", func() (bool, error) {
+		idle++
+		touch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"%d"}}}`, function.AnnotationIdleTimeout, idle)
 		if err := c.Patch(ctx(), &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "mw", Namespace: ns}},
 			client.RawPatch(types.MergePatchType, []byte(touch))); err != nil {
 			return false, err
 		}
-		touch = strings.Replace(touch, `"60"`, `"61"`, 1)
 		mw := &unstructured.Unstructured{}
 		mw.SetAPIVersion(function.MiddlewareAPIVersion)
 		mw.SetKind(function.MiddlewareKind)

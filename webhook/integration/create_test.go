@@ -13,7 +13,7 @@ import (
 )
 
 func testCreate(t *testing.T) {
-	c := testenv.Client(t)
+	c := kube(t)
 	ns := testenv.Namespace(t)
 	d := fn(ns, "webhook-handler", map[string]string{function.AnnotationMaxReplicas: "3"})
 	if err := c.Create(ctx(), d); err != nil {

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -48,6 +51,27 @@ func fn(ns, name string, annotations map[string]string) *appsv1.Deployment {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+var (
+	kubeOnce   sync.Once
+	kubeClient client.Client
+)
+
+// kube is one client for all tests, with room for the bursts of polling and the 20
+// concurrent creates (the default client-side rate limit would serialize them).
+func kube(t testing.TB) client.Client {
+	t.Helper()
+	kubeOnce.Do(func() {
+		cfg := rest.CopyConfig(testenv.Cluster(t).Config)
+		cfg.QPS, cfg.Burst = 200, 400
+		c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
+		if err != nil {
+			t.Fatalf("client: %v", err)
+		}
+		kubeClient = c
+	})
+	return kubeClient
+}
 
 // TestWebhook runs every behaviour against one in-process webhook.
 func TestWebhook(t *testing.T) {

@@ -147,6 +147,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	for _, o := range objs {
 		if err := r.apply(ctx, o); err != nil {
+			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+				return ctrl.Result{}, nil // the namespace is going, and the function with it
+			}
 			return ctrl.Result{}, err
 		}
 	}

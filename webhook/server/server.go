@@ -107,6 +107,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	opts.Conf = conf
+	// Admission answers within the apiserver's timeout; client-side throttling of the
+	// claim writes would only add queueing.
+	opts.RestConfig = rest.CopyConfig(opts.RestConfig)
+	if opts.RestConfig.QPS < 100 {
+		opts.RestConfig.QPS, opts.RestConfig.Burst = 100, 200
+	}
 	if opts.CertDir == "" {
 		return nil, errors.New("--cert-dir is required: the directory with tls.crt and tls.key (written there with --self-signed)")
 	}
