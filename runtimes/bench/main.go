@@ -199,6 +199,9 @@ func loadOnce(o options, kind launch.Kind) (float64, error) {
 	if _, _, err := load(client, proc.URL+"/", o.concurrency, o.warmup); err != nil {
 		return 0, fmt.Errorf("%s warm-up: %w\n%s", kind, err, proc.Output())
 	}
+	// Requests cut off at the end of the warm-up leave dialled, unused connections in the
+	// pool; a gunicorn sync worker that accepted one would wait on it instead of serving.
+	client.CloseIdleConnections()
 	n, elapsed, err := load(client, proc.URL+"/", o.concurrency, o.duration)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w\n%s", kind, err, proc.Output())

@@ -76,6 +76,11 @@ function installConsole() {
   console.debug = out;
   console.warn = err;
   console.error = err;
+  console.dir = (obj, options) => { process.stdout.write(oneLine([util.inspect(obj, options)])); };
+  console.trace = (...args) => {
+    const stack = new Error().stack.split('\n').slice(2).join('\n');
+    process.stderr.write(oneLine([`Trace: ${util.format(...args)}\n${stack}`]));
+  };
 }
 
 // log writes one of the runtime's own lines: JSON on stderr, with the request id if any.
@@ -513,6 +518,6 @@ function main() {
 if (require.main === module) main();
 
 module.exports = {
-  readConfig, ConfigError, oneLine, loadHandler, pickRequestId, parseQuery, decodePath, mediaType,
+  readConfig, ConfigError, oneLine, installConsole, loadHandler, pickRequestId, parseQuery, decodePath, mediaType,
   bodyToEvent, toResponse, isEnvelope, createRuntime, HTTPError,
 };

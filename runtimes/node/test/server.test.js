@@ -94,3 +94,23 @@ test('loadHandler: good and broken files', () => {
   assert.match(rt.loadHandler(path.join(fixtures, 'importerror'), 'handler.js').error, /^TypeError: .*\(handler\.js:3\)$/);
   assert.match(rt.loadHandler(path.join(fixtures, 'missing'), 'handler.js').error, /does not exist: put the handler in SKIPPER_CODE_DIR/);
 });
+
+test('installConsole: log, dir and trace write one line each', () => {
+  const { spawnSync } = require('node:child_process');
+  const script = `
+    const rt = require(${JSON.stringify(path.join(__dirname, '../server.js'))});
+    rt.installConsole();
+    console.log('a\\nb');
+    console.dir({ deep: { nested: { object: [1, 2, 3], more: 'x'.repeat(80) } } });
+    console.trace('here');
+  `;
+  const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+  const out = run.stdout;
+  const lines = out.split('\n').filter(Boolean);
+  const errLines = run.stderr.split('\n').filter(Boolean);
+  assert.equal(errLines.length, 1, run.stderr);
+  assert.match(errLines[0], /^Trace: here\\n {4}at /);
+  assert.equal(lines.length, 2, out);
+  assert.equal(lines[0], 'a\\nb');
+  assert.match(lines[1], /^\{\\n  deep: .*'x+'.*\}$/);
+});
