@@ -1,8 +1,11 @@
 # The local control plane for humans (dev-up/dev-down) and the foundation's own tests.
-.PHONY: dev-up dev-down dev-status test-cluster test-unit
+.PHONY: dev-up dev-down dev-status test-cluster test-demo demo
 
-dev-up: tools ## start the local control plane; writes .dev/kubeconfig
-	$(GO) run ./test/cmd/skipper-dev up -dir $(DEV_DIR)
+demo: tools build ## the main job end to end on the local control plane
+	bash test/demo/demo.sh
+
+dev-up: tools build ## start the local control plane and skipper-webhook; writes .dev/kubeconfig
+	$(GO) run ./test/cmd/skipper-dev up -dir $(DEV_DIR) -webhook $(BIN)/skipper-webhook $(DEV_UP_FLAGS)
 
 dev-down: ## stop every process dev-up started and remove .dev
 	$(GO) run ./test/cmd/skipper-dev down -dir $(DEV_DIR)
@@ -13,4 +16,7 @@ dev-status:
 test-cluster: tools ## the control plane itself: pods run, the garbage collector works, nothing left behind
 	$(GO) test -count=1 ./test/cluster/... ./tools/...
 
-TEST_TARGETS += test-cluster
+test-demo: tools build ## make demo on a cluster of its own, so CI proves the README's first command
+	DEV_DIR=$$(mktemp -d)/dev bash test/demo/demo.sh
+
+TEST_TARGETS += test-cluster test-demo

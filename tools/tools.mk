@@ -7,3 +7,7 @@ tools: ## etcd, kube-apiserver, controller-manager, scheduler, kwok into $(TOOLS
 
 tools-%: ## one tool: tools-keda, tools-minio, tools-loki, tools-krew
 	$(GO) run ./tools/build -out $(TOOLS_DIR) $*
+
+.PHONY: bench-tools
+bench-tools: ## cold build time of the control plane (empty build cache); takes ~15 minutes
+	tools/bench-cold.sh
