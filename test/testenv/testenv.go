@@ -84,6 +84,37 @@ func Cluster(t testing.TB) *cluster.Cluster {
 	return shared
 }
 
+var (
+	kedaOnce sync.Once
+	kedaErr  error
+)
+
+// KEDA runs the real KEDA operator on the cluster (once per test binary). It needs a cluster
+// this binary started, since it cannot know whether a reused one runs an operator already.
+func KEDA(t testing.TB) {
+	t.Helper()
+	c := Cluster(t)
+	kedaOnce.Do(func() {
+		if !owned {
+			kedaErr = fmt.Errorf("KEDA is started only on a control plane the tests own; unset SKIPPER_TEST_KUBECONFIG")
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		kedaErr = c.StartKEDA(ctx, toolsDir(), false)
+	})
+	if kedaErr != nil {
+		t.Fatalf("KEDA operator: %v", kedaErr)
+	}
+}
+
+func toolsDir() string {
+	if d := os.Getenv("TOOLS_DIR"); d != "" {
+		return d
+	}
+	return RepoRoot() + "/bin/tools"
+}
+
 // Client is a controller-runtime client for the cluster, with Scheme.
 func Client(t testing.TB) client.Client {
 	t.Helper()

@@ -329,6 +329,10 @@ func copyTree(src, dst string) error {
 		if fi.IsDir() {
 			return os.MkdirAll(target, 0o755)
 		}
+		// Only the Stage manifests: Go files under bin/ would join Skipper's module.
+		if !strings.HasSuffix(p, ".yaml") {
+			return nil
+		}
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return err
