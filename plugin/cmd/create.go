@@ -122,6 +122,9 @@ func (o *CreateOptions) Complete(c *cobra.Command, args []string) error {
 	if s.Resources, err = resources(map[string]string{"--cpu": o.CPU, "--memory": o.Memory}, map[string]string{"--cpu-limit": o.CPULimit, "--memory-limit": o.MemoryLimit}); err != nil {
 		return err
 	}
+	if _, ok := skipper.CodeKey[s.Runtime]; s.Runtime != "" && !ok {
+		return &skipper.InputError{Field: "--runtime", Value: s.Runtime, Fix: "use node or python"}
+	}
 	if o.CodeFile != "" {
 		if s.Code, err = readCode(o.CodeFile, o.root.Streams.In); err != nil {
 			return err
@@ -186,6 +189,13 @@ func (o *CreateOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	d := created.Deployment
+	if !expanded(d) {
+		// The webhook writes every default annotation; none means it did not see the request.
+		writeSummary(out, d)
+		fmt.Fprintf(o.root.Streams.ErrOut, "Warning: the Skipper webhook did not process function %s: is it installed in this cluster? (see docs/plugin.md)\n", o.Name)
+		fmt.Fprintf(out, "✔  Function %s created; it has no URL until the webhook expands it\n", o.Name)
+		return nil
+	}
 	if d.Annotations[function.AnnotationURL] == "" && triggerOf(d.Annotations) == function.TriggerHTTP {
 		// The webhook writes the URL at admission; a reconciler may still be catching up.
 		if got, err := client.WaitURL(ctx, d.Namespace, d.Name, o.URLWait); err == nil {
@@ -322,4 +332,14 @@ func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([
 	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return values, cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// expanded reports whether the webhook mutated d: it writes every default annotation.
+func expanded(d *appsv1.Deployment) bool {
+	for _, k := range []string{function.AnnotationTrigger, function.AnnotationPort, function.AnnotationIdleTimeout, function.AnnotationMaxReplicas} {
+		if d.Annotations[k] == "" {
+			return false
+		}
+	}
+	return true
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/kubectl/pkg/cmd/util/editor"
@@ -127,7 +129,7 @@ func (o *EditOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ed := editor.NewDefaultEditor([]string{"KUBE_EDITOR", "EDITOR"})
+	ed := o.root.editor()
 	edited, path, err := ed.LaunchTempFile("skipper-"+o.Name+"-", codeSuffix[runtime], bytes.NewReader(code))
 	if path != "" {
 		defer os.Remove(path)
@@ -144,4 +146,33 @@ func (o *EditOptions) Run(ctx context.Context) error {
 		return nil
 	}
 	return deploy(ctx, o.root, client, o.namespace, o.Name, edited)
+}
+
+// editor picks the editor as kubectl edit does: KUBE_EDITOR, then EDITOR, then vi (notepad
+// on Windows); a value with quotes or backslashes runs through $SHELL -c. It reads the
+// environment through Getenv so tests can set it per command.
+func (r *Root) editor() editor.Editor {
+	var value string
+	for _, k := range []string{"KUBE_EDITOR", "EDITOR"} {
+		if value = r.Getenv(k); value != "" {
+			break
+		}
+	}
+	if value == "" {
+		value = "vi"
+		if goruntime.GOOS == "windows" {
+			value = "notepad"
+		}
+	}
+	if !strings.ContainsAny(value, "\"'\\") {
+		return editor.Editor{Args: strings.Fields(value)}
+	}
+	shell, flag := r.Getenv("SHELL"), "-c"
+	if shell == "" {
+		shell = "/bin/bash"
+		if goruntime.GOOS == "windows" {
+			shell, flag = "cmd", "/C"
+		}
+	}
+	return editor.Editor{Args: []string{shell, flag, value}, Shell: true}
 }

@@ -191,6 +191,9 @@ func (r *Root) newSecretCommand() *cobra.Command {
 // a terminal, else stdin (one trailing newline dropped, as `echo` adds it).
 func (o *SecretSetOptions) Complete(c *cobra.Command, args []string) error {
 	o.Name, o.Key = args[0], args[1]
+	if err := skipper.ValidateSecretKey(o.Key); err != nil {
+		return err
+	}
 	lit, file := c.Flags().Changed("from-literal"), c.Flags().Changed("from-file")
 	switch {
 	case lit && file:

@@ -124,7 +124,7 @@ func (r *Root) Message(err error) string {
 		return "no cluster configured: set KUBECONFIG or pass --kubeconfig (and --context) to point at your cluster"
 	}
 	if m := deniedRE.FindStringSubmatch(err.Error()); m != nil {
-		return fmt.Sprintf("the Skipper webhook rejected the function: %s; fix that and run the command again", strings.TrimSpace(m[2]))
+		return "the Skipper webhook rejected the function: " + oneLine(m[2])
 	}
 	if apierrors.IsForbidden(err) {
 		return fmt.Sprintf("%s; ask your cluster admin for access, or check --context", oneLine(apiMessage(err)))

@@ -321,7 +321,9 @@ func (c *Client) WaitURL(ctx context.Context, namespace, name string, timeout ti
 // PreviewError says the webhook would deny the function (found by the local expansion).
 type PreviewError struct{ Reason string }
 
-func (e *PreviewError) Error() string { return "the Skipper webhook would reject the function: " + e.Reason }
+func (e *PreviewError) Error() string {
+	return "the Skipper webhook would reject the function: " + e.Reason
+}
 
 // Preview expands what create would write the way the webhook does, with the webhook's
 // default configuration (the cluster's may differ, e.g. in its domain): the mutated

@@ -208,6 +208,14 @@ func (e *InputError) Error() string {
 	return fmt.Sprintf("invalid %s %q: %s", e.Field, e.Value, e.Fix)
 }
 
+// ValidateSecretKey checks that key can be a Secret key loaded as an environment variable.
+func ValidateSecretKey(key string) error {
+	if fix := validationEnvName(key); fix != "" {
+		return &InputError{Field: "KEY", Value: key, Fix: fix}
+	}
+	return nil
+}
+
 // validationEnvName returns a fix when key cannot be an environment variable name.
 func validationEnvName(key string) string {
 	if len(validation.IsEnvVarName(key)) > 0 || len(validation.IsConfigMapKey(key)) > 0 {

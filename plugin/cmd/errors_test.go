@@ -1,0 +1,73 @@
+package cmd_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/getkipper/skipper/test/testenv"
+)
+
+// Every failure is one line on stderr that says what is wrong and what to do, with exit 1.
+func testErrors(t *testing.T) {
+	s := newSession(t)
+	dead := filepath.Join(t.TempDir(), "dead.kubeconfig")
+	// Port 1 on loopback: nothing listens there.
+	if err := os.WriteFile(dead, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: dead, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: dead, context: {cluster: dead, user: u}}]
+current-context: dead
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.replace(dead, "DEAD_KUBECONFIG")
+	s.ok("", "create", "exists", "--image", "nginx")
+	// Function hosts are unique in the cluster, so the webhook denies the same name in
+	// another namespace.
+	other := testenv.Namespace(t)
+	s.replace(other, "OTHER_NAMESPACE")
+	cases := [][]string{
+		{"list", "--kubeconfig", dead},
+		{"list", "--kubeconfig", "/nonexistent/kubeconfig"},
+		{"describe", "missing"},
+		{"logs", "missing"},
+		{"delete", "missing"},
+		{"env", "set", "missing", "A=B"},
+		{"secret", "list", "missing"},
+		{"create", "exists", "--image", "nginx"},
+		{"create", "bad", "--image", "nginx", "--idle-timeout", "abc"},
+		{"create", "bad", "--image", "nginx", "--port", "http"},
+		{"create", "bad", "--image", "nginx", "--trigger", "kafka"},
+		{"create", "bad", "--image", "nginx", "--cpu", "lots"},
+		{"create", "bad", "--image", "nginx", "-o", "table"},
+		{"create", "bad", "--image", "nginx", "--dry-run=maybe"},
+		{"create", "Bad_Name", "--image", "nginx"},
+		{"create", "bad"},
+		{"create", "bad", "--runtime", "ruby", "--code", "x.rb"},
+		{"create", "bad", "--runtime", "node", "--code", "/nonexistent/code.js"},
+		{"create", "bad", "--image", "nginx", "--env", "NOEQUALS"},
+		{"create", "bad", "--image", "nginx", "--project", "p"},
+		{"list", "-o", "bogus"},
+		{"list", "-l", "a=(b"},
+		{"logs", "exists", "--tail", "-5"},
+		{"describe"},
+		{"deploy", "exists", "--code", "-"},
+		{"secret", "set", "exists", "1BAD"},
+		{"create", "bad", "--image", "nginx", "--unknown-flag"},
+		{"create", "exists", "--image", "nginx", "-n", other},
+		{"create", "bad", "--image", "nginx", "--max-replicas", "5000"},
+	}
+	for _, args := range cases {
+		_, errOut, code := s.run("", args...)
+		if code != 1 {
+			t.Errorf("kubectl skipper %s: exit %d, want 1", strings.Join(args, " "), code)
+		}
+		if lines := strings.Count(errOut, "\n"); lines != 1 || !strings.HasPrefix(errOut, "error: ") {
+			t.Errorf("kubectl skipper %s: stderr is not one error line:\n%s", strings.Join(args, " "), errOut)
+		}
+	}
+	s.check()
+}
