@@ -188,6 +188,18 @@ function isHex(c) {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
 }
 
+// originForm turns an absolute-form request target (http://host/p?q), which a client may
+// send, into /p?q, as gunicorn does for Python.
+function originForm(url) {
+  if (url.charCodeAt(0) === 0x2f) return url;
+  try {
+    const u = new URL(url);
+    return u.pathname + u.search;
+  } catch {
+    return url;
+  }
+}
+
 function mediaType(contentType) {
   if (!contentType) return { mime: '', charset: '' };
   const parts = contentType.split(';');
@@ -389,7 +401,7 @@ function createRuntime(cfg) {
     state.inFlight++;
     const requestId = pickRequestId(req.headers[REQUEST_ID_HEADER]);
     res.setHeader('X-Request-Id', requestId);
-    const url = req.url;
+    const url = originForm(req.url);
     const q = url.indexOf('?');
     const path = decodePath(q === -1 ? url : url.slice(0, q));
     if (path.startsWith(RESERVED_PREFIX)) return reserved(req, res, path, requestId);
@@ -436,9 +448,11 @@ function createRuntime(cfg) {
       clearTimeout(timer);
       if (finished) return;
       finished = true;
-      const message = err instanceof Error ? err.message || err.name : String(err);
-      const type = err instanceof Error ? err.name : typeof err;
-      const stack = err instanceof Error ? String(err.stack) : undefined;
+      // Not every thrown value is an Error: strings, plain objects, errors from other realms.
+      const isError = err !== null && typeof err === 'object' && typeof err.message === 'string';
+      const message = isError ? err.message || String(err.name || 'Error') : String(err);
+      const type = isError ? String(err.name || 'Error') : typeof err;
+      const stack = isError && err.stack ? String(err.stack) : undefined;
       log('error', 'handler threw', { requestId, error: message, type, stack });
       return respondError(res, 500, message, requestId, cfg.debug ? { type, stack } : { type });
     }
@@ -518,6 +532,6 @@ function main() {
 if (require.main === module) main();
 
 module.exports = {
-  readConfig, ConfigError, oneLine, installConsole, loadHandler, pickRequestId, parseQuery, decodePath, mediaType,
+  readConfig, ConfigError, oneLine, installConsole, originForm, loadHandler, pickRequestId, parseQuery, decodePath, mediaType,
   bodyToEvent, toResponse, isEnvelope, createRuntime, HTTPError,
 };

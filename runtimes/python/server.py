@@ -533,7 +533,7 @@ def create_app(cfg, handler):
         def dispatch_request(self):
             return invoke(request.environ)
 
-    app = RuntimeFlask("skipper")
+    app = RuntimeFlask(__name__)
 
     def respond(status, headers, body, content_type):
         if content_type and not any(k.lower() == "content-type" for k, _ in headers):

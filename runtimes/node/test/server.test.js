@@ -114,3 +114,15 @@ test('installConsole: log, dir and trace write one line each', () => {
   assert.equal(lines[0], 'a\\nb');
   assert.match(lines[1], /^\{\\n  deep: .*'x+'.*\}$/);
 });
+
+test('decodePath: bytewise, UTF-8 with replacement, like WSGI', () => {
+  assert.equal(rt.decodePath('/plain'), '/plain');
+  assert.equal(rt.decodePath('/caf%C3%A9/a%20b/%2F'), '/café/a b//');
+  assert.equal(rt.decodePath('/%ff%zz%4'), '/\ufffd%zz%4');
+});
+
+test('originForm: absolute-form targets become path and query', () => {
+  assert.equal(rt.originForm('/a?b=1'), '/a?b=1');
+  assert.equal(rt.originForm('http://example.com/abs/p?x=1'), '/abs/p?x=1');
+  assert.equal(rt.originForm('*'), '*');
+});
