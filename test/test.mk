@@ -1,5 +1,5 @@
 # The local control plane for humans (dev-up/dev-down) and the foundation's own tests.
-.PHONY: dev-up dev-down dev-status test-cluster test-demo demo
+.PHONY: dev-up dev-down dev-status test-cluster test-demo test-keda demo
 
 demo: tools build ## the main job end to end on the local control plane
 	bash test/demo/demo.sh
@@ -20,3 +20,8 @@ test-demo: tools build ## make demo on a cluster of its own, so CI proves the RE
 	DEV_DIR=$$(mktemp -d)/dev bash test/demo/demo.sh
 
 TEST_TARGETS += test-cluster test-demo
+
+test-keda: tools tools-keda ## the real KEDA operator takes Deployments 0 -> 1 -> 0 on PostgreSQL, MySQL and Redis
+	$(GO) test -count=1 ./test/keda/...
+
+TEST_TARGETS += test-keda
