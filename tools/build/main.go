@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // tool describes how one tool is built.
@@ -143,6 +144,8 @@ func build(name string, t tool, version, out string) error {
 		return nil
 	}
 	fmt.Printf("tools: building %s %s@%s (once per version)\n", name, t.module, version)
+	start := time.Now()
+	defer func() { fmt.Printf("tools: %s took %s\n", name, time.Since(start).Round(time.Second)) }()
 	info, err := download(t.module, version)
 	if err != nil {
 		return err
