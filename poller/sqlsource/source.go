@@ -41,9 +41,11 @@ type Options struct {
 
 // Source is one poller's view of the query.
 type Source struct {
-	o      Options
-	claims claims
-	lock   *sql.Conn // holds this poller's claims; only the claim loop touches it
+	o       Options
+	claims  claims
+	lock    *sql.Conn // holds this poller's claims; only the claim loop touches it
+	lost    bool      // the claim session died while rows were in flight: re-take their claims
+	checked time.Time // last time the claim session answered
 
 	inflight map[int64]time.Time // claimed and being worked on, with the claim time
 	retry    map[int64]*retryState
@@ -103,11 +105,18 @@ func (s *Source) Run(ctx context.Context) error {
 		s.o.Metrics.InFlight.Set(float64(len(s.inflight)))
 		s.updateLag()
 		free := s.o.Concurrency - len(s.inflight)
+		var n int
+		var err error
 		if free <= 0 {
-			s.wait(ctx, time.Hour)
-			continue
+			// Every slot busy: wait for a result, keeping an eye on the claim session.
+			s.wait(ctx, s.o.PollInterval)
+			n = 1 // no idle wait below
+			if ctx.Err() == nil {
+				_, err = s.session()
+			}
+		} else {
+			n, err = s.claim(ctx, hard, min(free, s.o.BatchSize))
 		}
-		n, err := s.claim(ctx, hard, min(free, s.o.BatchSize))
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -246,19 +255,30 @@ func opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 15*time.Second)
 }
 
-// lockConn returns the session that holds the claims, opening one if needed.
+// lockConn returns the session that holds the claims, opening one if needed. A new session
+// is checked first: after a restart the pool may still hand out connections that died.
 func (s *Source) lockConn() (*sql.Conn, error) {
 	if s.lock != nil {
 		return s.lock, nil
 	}
 	ctx, cancel := opCtx()
 	defer cancel()
-	c, err := s.o.DB.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("open claim session: %w", err)
+	var err error
+	for range 3 {
+		var c *sql.Conn
+		c, err = s.o.DB.Conn(ctx)
+		if err != nil {
+			break
+		}
+		if err = c.PingContext(ctx); err == nil {
+			s.lock = c
+			s.checked = time.Now()
+			return c, nil
+		}
+		_ = c.Raw(func(any) error { return driver.ErrBadConn })
+		_ = c.Close()
 	}
-	s.lock = c
-	return c, nil
+	return nil, fmt.Errorf("open claim session: %w", err)
 }
 
 // dropLock closes the claim session for good (never back into the pool: it may hold locks).
@@ -270,15 +290,59 @@ func (s *Source) dropLock() {
 	_ = s.lock.Close()
 	s.lock = nil
 	s.unlockQ = nil // the session's locks died with it
+	s.lost = len(s.inflight) > 0
+}
+
+// relock re-takes, on a fresh claim session, the claims of the rows still in flight after
+// the old session died (database restart, killed backend), before any new row is claimed.
+// Another poller that got a row first is logged: its delivery may overlap with ours.
+func (s *Source) relock(conn *sql.Conn) error {
+	keys := make([]int64, 0, len(s.inflight))
+	for k := range s.inflight {
+		keys = append(keys, k)
+	}
+	octx, cancel := opCtx()
+	got, err := s.claims.tryLock(octx, conn, keys)
+	cancel()
+	if err != nil {
+		return err
+	}
+	lost := 0
+	for _, k := range keys {
+		if !got[k] {
+			lost++
+		}
+	}
+	if lost > 0 {
+		s.o.Log.Error("claims lost with the database session: another poller took in-flight events", "lost", lost, "in_flight", len(keys))
+	} else {
+		s.o.Log.Info("claims of in-flight events re-taken on a new database session", "in_flight", len(keys))
+	}
+	s.lost = false
+	return nil
 }
 
 // claim finds up to want eligible rows, locks them, re-reads them and starts their delivery.
-func (s *Source) claim(ctx, hard context.Context, want int) (int, error) {
+// session returns the live claim session: it opens one if needed, re-takes the claims of
+// in-flight rows after the old one died and releases the claims queued for release. With
+// rows in flight and nothing to release it checks the session at most once per poll
+// interval, so a killed backend is noticed before other pollers see those rows free.
+func (s *Source) session() (*sql.Conn, error) {
 	conn, err := s.lockConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	if len(s.unlockQ) > 0 {
+	if s.lost {
+		if len(s.inflight) == 0 {
+			s.lost = false
+		} else if err := s.relock(conn); err != nil {
+			s.dropLock()
+			return nil, err
+		}
+		s.checked = time.Now()
+	}
+	switch {
+	case len(s.unlockQ) > 0:
 		octx, cancel := opCtx()
 		err := s.o.DB.PingContext(octx) // cheap check first so an outage does not eat the session
 		if err == nil {
@@ -287,9 +351,27 @@ func (s *Source) claim(ctx, hard context.Context, want int) (int, error) {
 		cancel()
 		if err != nil {
 			s.dropLock()
-			return 0, err
+			return nil, err
 		}
 		s.unlockQ = s.unlockQ[:0]
+		s.checked = time.Now()
+	case len(s.inflight) > 0 && time.Since(s.checked) >= s.o.PollInterval:
+		octx, cancel := opCtx()
+		err := conn.PingContext(octx)
+		cancel()
+		if err != nil {
+			s.dropLock()
+			return nil, fmt.Errorf("claim session: %w", err)
+		}
+		s.checked = time.Now()
+	}
+	return conn, nil
+}
+
+func (s *Source) claim(ctx, hard context.Context, want int) (int, error) {
+	conn, err := s.session()
+	if err != nil {
+		return 0, err
 	}
 	now := time.Now()
 	// Read more candidates than wanted: some are held by other pollers.
