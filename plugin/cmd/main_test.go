@@ -134,8 +134,8 @@ var (
 	podRE    = regexp.MustCompile(`([a-z0-9-]+)-[a-z0-9]{8,10}-[a-z0-9]{5}\b`)
 	spacesRE = regexp.MustCompile(` {2,}`)
 	// ReplicaSets of a Deployment: NAME-<pod-template-hash>, as events name them.
-	rsRE = regexp.MustCompile(`(replicaset/|replica set )([a-z0-9-]+)-[a-z0-9]{8,10}\b`)
-	metaRE   = regexp.MustCompile(`(?m)^(\s*)(uid|resourceVersion|creationTimestamp|generation): .*$`)
+	rsRE   = regexp.MustCompile(`(replicaset/|replica set )([a-z0-9-]+)-[a-z0-9]{8,10}\b`)
+	metaRE = regexp.MustCompile(`(?m)^(\s*)(uid|resourceVersion|creationTimestamp|generation): .*$`)
 )
 
 // normalise removes what changes from run to run: namespace names, ages, pod suffixes,
