@@ -11,12 +11,17 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/getkipper/skipper/poller/config"
+	"github.com/getkipper/skipper/poller/miniosource"
 )
 
 const (
@@ -45,57 +50,89 @@ func minioBin(t testing.TB) string {
 	return ""
 }
 
-// startMinIO runs a MinIO server on free ports whose notify_redis target SKIPPER appends
-// bucket events (format access) to the Redis list key.
+// minioServer is a MinIO server on free ports whose notify_redis target SKIPPER appends
+// bucket events (format access) to a Redis list; it can be stopped and started again on the
+// same port and data directory.
+type minioServer struct {
+	t          testing.TB
+	bin        string
+	addr, cons string
+	dir        string
+	redisAddr  string
+	key        string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	logs       *syncBuffer
+}
+
+// startMinIO runs a MinIO server that notifies the shared Redis; it returns the endpoint.
 func startMinIO(t testing.TB, key string) (endpoint string) {
+	return startMinIOServer(t, redisAddr, key).endpoint()
+}
+
+func startMinIOServer(t testing.TB, redis, key string) *minioServer {
 	t.Helper()
-	bin := minioBin(t)
-	addr, console := freePort(t), freePort(t)
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "server", filepath.Join(dir, "data"), "--address", addr, "--console-address", console, "--quiet")
+	m := &minioServer{t: t, bin: minioBin(t), addr: freePort(t), cons: freePort(t), dir: t.TempDir(), redisAddr: redis, key: key}
+	m.start()
+	t.Cleanup(func() {
+		m.stop()
+		if t.Failed() {
+			t.Logf("MinIO logs:\n%s", tail(m.logs.String(), 3000))
+		}
+	})
+	return m
+}
+
+func (m *minioServer) endpoint() string { return "http://" + m.addr }
+
+func (m *minioServer) start() {
+	m.t.Helper()
+	cmd := exec.Command(m.bin, "server", filepath.Join(m.dir, "data"), "--address", m.addr, "--console-address", m.cons, "--quiet")
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+minioUser, "MINIO_ROOT_PASSWORD="+minioPassword,
 		"MINIO_NOTIFY_REDIS_ENABLE_SKIPPER=on",
-		"MINIO_NOTIFY_REDIS_ADDRESS_SKIPPER="+redisAddr,
-		"MINIO_NOTIFY_REDIS_KEY_SKIPPER="+key,
+		"MINIO_NOTIFY_REDIS_ADDRESS_SKIPPER="+m.redisAddr,
+		"MINIO_NOTIFY_REDIS_KEY_SKIPPER="+m.key,
 		"MINIO_NOTIFY_REDIS_FORMAT_SKIPPER=access",
-		"MINIO_NOTIFY_REDIS_QUEUE_DIR_SKIPPER="+filepath.Join(dir, "queue"),
+		"MINIO_NOTIFY_REDIS_QUEUE_DIR_SKIPPER="+filepath.Join(m.dir, "queue"),
 		"MINIO_BROWSER=off",
 	)
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	m.logs = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = m.logs, m.logs
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start MinIO: %v", err)
+		m.t.Fatalf("start MinIO: %v", err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+	m.cmd, m.exited = cmd, exited
+	waitFor(m.t, 60*time.Second, "MinIO ready", func() bool {
 		select {
 		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("MinIO logs:\n%s", tail(logs.String(), 3000))
-		}
-	})
-	endpoint = "http://" + addr
-	waitFor(t, 60*time.Second, "MinIO ready", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("MinIO exited: %s", logs.String())
+			m.t.Fatalf("MinIO exited: %s", m.logs.String())
 		default:
 		}
-		resp, err := http.Get(endpoint + "/minio/health/ready")
+		resp, err := http.Get(m.endpoint() + "/minio/health/ready")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return endpoint
+}
+
+func (m *minioServer) stop() {
+	select {
+	case <-m.exited:
+		return
+	default:
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(10 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.exited
+	}
 }
 
 // Every put and delete reaches the function, including changes made while no poller runs
@@ -180,5 +217,159 @@ func TestMinIOPutAndDelete(t *testing.T) {
 	want := []string{"delete uploads/a.txt", "put uploads/a.txt", "put uploads/dir/b c.txt", "put uploads/while-down.txt"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("events %q, want %q", got, want)
+	}
+}
+
+func minioEnv(endpoint, bucket, redisURL, list, target string) map[string]string {
+	return map[string]string{
+		"SKIPPER_TRIGGER":           "minio",
+		"SKIPPER_SOURCE_URL":        endpoint,
+		"SKIPPER_SOURCE_ACCESS_KEY": minioUser,
+		"SKIPPER_SOURCE_SECRET_KEY": minioPassword,
+		"SKIPPER_BUCKET":            bucket,
+		"SKIPPER_MINIO_REDIS_URL":   redisURL,
+		"SKIPPER_LIST":              list,
+		"SKIPPER_TARGET_URL":        target,
+		"SKIPPER_BACKOFF_BASE":      "20ms",
+		"SKIPPER_BACKOFF_MAX":       "200ms",
+		"SKIPPER_TIMEOUT":           "1s",
+		"SKIPPER_LEASE":             "3s",
+	}
+}
+
+func minioClient(t testing.TB, endpoint string) *minio.Client {
+	t.Helper()
+	mc, err := minio.New(strings.TrimPrefix(endpoint, "http://"), &minio.Options{Creds: credentials.NewStaticV4(minioUser, minioPassword, "")})
+	if err != nil {
+		t.Fatalf("MinIO client: %v", err)
+	}
+	return mc
+}
+
+// eventKeys lists "type key" of every event the handler answered 2xx, sorted.
+func (h *handler) minioEvents(t testing.TB) []string {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var got []string
+	for id, b := range h.bodies {
+		if h.ok[id] == 0 {
+			continue
+		}
+		var ev struct{ Type, Key string }
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Fatalf("event body: %v: %s", err, b)
+		}
+		got = append(got, ev.Type+" "+ev.Key)
+	}
+	sort.Strings(got)
+	return got
+}
+
+// The sources behind the MinIO route go away and come back: while MinIO's Redis is down
+// MinIO keeps the events in its queue directory and sends them once Redis is back (the
+// poller reports not ready meanwhile); a MinIO restart keeps the bucket notification.
+func TestMinIOOutage(t *testing.T) {
+	rs := startRedisServer(t)
+	list := "skp_minio_outage"
+	m := startMinIOServer(t, rs.addr, list)
+	ctx := context.Background()
+	mc := minioClient(t, m.endpoint())
+	const bucket = "orders"
+	if err := mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("make bucket: %v", err)
+	}
+	h := newHandler(t, nil)
+	p := startPoller(t, minioEnv(m.endpoint(), bucket, "redis://"+rs.addr+"/0", list, h.url()))
+	waitFor(t, 20*time.Second, "bucket notification configured", func() bool {
+		return strings.Contains(p.logs.String(), "bucket notification in place")
+	})
+	put := func(key string) {
+		t.Helper()
+		if _, err := mc.PutObject(ctx, bucket, key, bytes.NewReader([]byte("x")), 1, minio.PutObjectOptions{}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+	put("before.txt")
+	waitFor(t, 20*time.Second, "first event", func() bool { return h.okCount() == 1 })
+
+	rs.stop()
+	put("redis-down.txt")
+	if err := mc.RemoveObject(ctx, bucket, "before.txt", minio.RemoveObjectOptions{}); err != nil {
+		t.Fatalf("remove while Redis is down: %v", err)
+	}
+	waitFor(t, 20*time.Second, "poller notices Redis is gone", func() bool {
+		return !p.ready() && p.metric(t, "skipper_poll_source_errors_total") > 0
+	})
+	rs.start()
+	waitFor(t, 90*time.Second, "events queued by MinIO during the Redis outage delivered", func() bool { return h.okCount() == 3 })
+
+	m.stop()
+	m.start()
+	put("after-minio-restart.txt")
+	waitFor(t, 30*time.Second, "event after the MinIO restart", func() bool { return h.okCount() == 4 })
+	want := []string{"delete before.txt", "put after-minio-restart.txt", "put before.txt", "put redis-down.txt"}
+	if got := h.minioEvents(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if p.exited() {
+		t.Fatal("poller exited during the outages")
+	}
+}
+
+// Chaos on the MinIO route: 10,000 puts made while 3 pollers run, one SIGKILLed every second.
+func TestChaosMinIO(t *testing.T) {
+	rdb := openRedis(t)
+	list := redisList(t, rdb, "skp_minio_chaos")
+	m := startMinIOServer(t, redisAddr, list)
+	ctx := context.Background()
+	mc := minioClient(t, m.endpoint())
+	const bucket = "chaos"
+	if err := mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("make bucket: %v", err)
+	}
+	// The pollers configure the notification too; doing it first means no put can precede it.
+	if err := miniosource.EnsureNotification(ctx, m.endpoint(), minioUser, minioPassword, bucket, config.DefaultMinIOARN); err != nil {
+		t.Fatalf("bucket notification: %v", err)
+	}
+	var produced atomic.Int64
+	errs := make(chan error, 1)
+	go func() {
+		var wg sync.WaitGroup
+		keys := make(chan int)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range keys {
+					key := fmt.Sprintf("obj-%05d", i)
+					if _, err := mc.PutObject(ctx, bucket, key, bytes.NewReader([]byte("x")), 1, minio.PutObjectOptions{}); err != nil {
+						select {
+						case errs <- fmt.Errorf("put %s: %w", key, err):
+						default:
+						}
+						continue
+					}
+					produced.Add(1)
+				}
+			}()
+		}
+		for i := range chaosEvents {
+			keys <- i
+		}
+		close(keys)
+		wg.Wait()
+	}()
+	env := minioEnv(m.endpoint(), bucket, "redis://"+redisAddr+"/0", list, "")
+	chaos(t, env, func() bool {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		default:
+		}
+		return produced.Load() == chaosEvents && llen(t, rdb, list) == 0 && processingTotal(t, rdb, list) == 0
+	})
+	if n := llen(t, rdb, list+":dead"); n != 0 {
+		t.Fatalf("%d items in the dead list", n)
 	}
 }
