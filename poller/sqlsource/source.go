@@ -51,6 +51,7 @@ type Source struct {
 	retry    map[int64]*retryState
 	unlockQ  []int64
 	results  chan result
+	marks    chan mark // delivered rows waiting for SKIPPER_MARK_DONE
 }
 
 type retryState struct {
@@ -66,6 +67,11 @@ type row struct {
 	args    []any // SKIPPER_MARK_DONE parameters
 	body    []byte
 	attempt int
+}
+
+type mark struct {
+	r   row
+	res result
 }
 
 type result struct {
@@ -90,6 +96,7 @@ func New(o Options) (*Source, error) {
 		inflight: map[int64]time.Time{},
 		retry:    map[int64]*retryState{},
 		results:  make(chan result, o.Concurrency),
+		marks:    make(chan mark, o.Concurrency),
 	}, nil
 }
 
@@ -98,6 +105,9 @@ func New(o Options) (*Source, error) {
 func (s *Source) Run(ctx context.Context) error {
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
+	committed := make(chan struct{})
+	go func() { defer close(committed); s.committer(hard) }()
+	defer func() { close(s.marks); <-committed }()
 	failures := 0
 	var fatal error
 	for ctx.Err() == nil {
@@ -107,8 +117,9 @@ func (s *Source) Run(ctx context.Context) error {
 		free := s.o.Concurrency - len(s.inflight)
 		var n int
 		var err error
-		if free <= 0 {
-			// Every slot busy: wait for a result, keeping an eye on the claim session.
+		if free <= 0 || (len(s.inflight) > 0 && free < min(s.o.BatchSize, s.o.Concurrency)/2) {
+			// Few slots free: let more results come in so each claim (two runs of the query
+			// and a lock round trip) serves a larger batch.
 			s.wait(ctx, s.o.PollInterval)
 			n = 1 // no idle wait below
 			if ctx.Err() == nil {
@@ -543,18 +554,74 @@ func names(cols []Column) string {
 	return strings.Join(n, ", ")
 }
 
-// work delivers one row and marks it done; the claim loop turns the result into the next state.
+// work delivers one row; after a 2xx the committer marks it done and reports the result.
 func (s *Source) work(hard context.Context, r row) {
 	res := result{key: r.key, id: r.id}
-	defer func() { s.results <- res }()
 	err := s.o.Client.Post(hard, deliver.Event{ID: r.id, Trigger: s.o.Trigger, Body: r.body, Attempt: r.attempt})
 	if err != nil {
 		res.err = err
+		s.results <- res
 		return
 	}
 	res.delivered = true
-	res.err = s.markDone(hard, r)
-	res.done = res.err == nil
+	s.marks <- mark{r: r, res: res}
+}
+
+// maxMarkBatch bounds how many rows one mark-done transaction covers.
+const maxMarkBatch = 128
+
+// committer runs SKIPPER_MARK_DONE for delivered rows, all rows that are waiting in one
+// transaction: one commit (one log flush) for many rows instead of one each.
+func (s *Source) committer(hard context.Context) {
+	batch := make([]mark, 0, maxMarkBatch)
+	for m := range s.marks {
+		batch = append(batch[:0], m)
+	more:
+		for len(batch) < maxMarkBatch {
+			select {
+			case m, ok := <-s.marks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		if len(batch) == 1 || s.markBatch(hard, batch) != nil {
+			// One row, or the batch failed (a row the statement rejects, the database
+			// gone): row by row, each retried until the database answers.
+			for i := range batch {
+				batch[i].res.err = s.markDone(hard, batch[i].r)
+			}
+		}
+		for _, m := range batch {
+			m.res.done = m.res.err == nil
+			s.results <- m.res
+		}
+	}
+}
+
+// markBatch marks every row of batch done in one transaction.
+func (s *Source) markBatch(hard context.Context, batch []mark) error {
+	tx, err := s.o.DB.BeginTx(hard, nil)
+	if err != nil {
+		return fmt.Errorf("begin mark-done transaction: %w", err)
+	}
+	for _, m := range batch {
+		res, err := tx.ExecContext(hard, s.o.MarkDone.SQL, m.r.args...)
+		if err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("mark event %s done: %w", m.r.id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			s.o.Log.Warn("SKIPPER_MARK_DONE changed no row; if the row still matches SKIPPER_QUERY it will be delivered again", "event_id", m.r.id)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit mark-done transaction: %w", err)
+	}
+	return nil
 }
 
 // markDone binds the row's values to SKIPPER_MARK_DONE; it retries until the database answers

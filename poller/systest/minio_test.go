@@ -305,15 +305,24 @@ func TestMinIOOutage(t *testing.T) {
 	waitFor(t, 90*time.Second, "events queued by MinIO during the Redis outage delivered", func() bool { return h.okCount() == 3 })
 
 	m.stop()
+	// A poller that starts while MinIO is down becomes ready on Redis alone and sets the
+	// bucket notification once MinIO is back: no crash loop.
+	p2 := startPoller(t, minioEnv(m.endpoint(), bucket, "redis://"+rs.addr+"/0", list, h.url()))
+	waitFor(t, 20*time.Second, "notification retried while MinIO is down", func() bool {
+		return strings.Contains(p2.logs.String(), "bucket notification not set yet")
+	})
 	m.start()
+	waitFor(t, 60*time.Second, "notification set once MinIO is back", func() bool {
+		return strings.Contains(p2.logs.String(), "bucket notification in place")
+	})
 	put("after-minio-restart.txt")
 	waitFor(t, 30*time.Second, "event after the MinIO restart", func() bool { return h.okCount() == 4 })
 	want := []string{"delete before.txt", "put after-minio-restart.txt", "put before.txt", "put redis-down.txt"}
 	if got := h.minioEvents(t); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
-	if p.exited() {
-		t.Fatal("poller exited during the outages")
+	if p.exited() || p2.exited() {
+		t.Fatal("a poller exited during the outages")
 	}
 }
 

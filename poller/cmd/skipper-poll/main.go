@@ -119,9 +119,9 @@ func runRedis(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metr
 		decode = miniosource.Decoder{Bucket: cfg.Bucket}.Decode
 		popLeft = true // MinIO appends with RPUSH
 		if cfg.SourceURL != "" {
-			if err := ensureNotification(ctx, cfg, log); err != nil {
-				return err
-			}
+			// In the background: events already queued in Redis are delivered while MinIO
+			// is unreachable, and an unreachable MinIO must not crash-loop the poller.
+			go ensureNotification(ctx, cfg, log)
 		}
 	}
 	opts, err := redis.ParseURL(redisURL)
@@ -145,28 +145,25 @@ func runRedis(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metr
 	return src.Run(ctx)
 }
 
-// ensureNotification retries until MinIO accepts the bucket notification: MinIO may start
-// after the poller. A rejected ARN is a configuration error and stops the poller.
-func ensureNotification(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// ensureNotification retries until MinIO accepts the bucket notification (MinIO may start
+// after the poller, or be down for a while); every failure is logged at WARN.
+func ensureNotification(ctx context.Context, cfg *config.Config, log *slog.Logger) {
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := miniosource.EnsureNotification(cctx, cfg.SourceURL, cfg.AccessKey, cfg.SecretKey, cfg.Bucket, cfg.MinIOARN)
 		cancel()
 		if err == nil {
 			log.Info("bucket notification in place", "bucket", cfg.Bucket, "arn", cfg.MinIOARN)
-			return nil
+			return
 		}
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
-		if attempt >= 10 {
-			return fmt.Errorf("bucket notification: %w", err)
-		}
-		d := deliver.Backoff{Base: 500 * time.Millisecond, Max: 10 * time.Second}.Delay(attempt)
-		log.Warn("bucket notification not set yet; retrying", "error", err, "retry_in", d.String())
+		d := deliver.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}.Delay(attempt)
+		log.Warn("bucket notification not set yet; retrying", "bucket", cfg.Bucket, "error", err, "retry_in", d.String())
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(d):
 		}
 	}
