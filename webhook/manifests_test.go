@@ -115,6 +115,19 @@ func TestManifests(t *testing.T) {
 			t.Errorf("ClusterRole grants secrets cluster-wide: %+v", r)
 		}
 	}
+	// The reconciler writes every companion kind, event triggers included.
+	for _, need := range [][2]string{
+		{"", "services"}, {"networking.k8s.io", "ingresses"}, {"http.keda.sh", "httpscaledobjects"},
+		{"keda.sh", "scaledobjects"}, {"keda.sh", "triggerauthentications"}, {"traefik.io", "middlewares"},
+	} {
+		granted := slices.ContainsFunc(cr.Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Contains(r.APIGroups, need[0]) && slices.Contains(r.Resources, need[1]) &&
+				slices.Contains(r.Verbs, "patch") && slices.Contains(r.Verbs, "delete") && slices.Contains(r.Verbs, "list")
+		})
+		if !granted {
+			t.Errorf("ClusterRole does not let the reconciler apply, list and delete %s.%s", need[1], need[0])
+		}
+	}
 	decode[rbacv1.ClusterRoleBinding](t, docs, "ClusterRoleBinding/skipper-webhook")
 	decode[rbacv1.Role](t, docs, "Role/skipper-webhook")
 	decode[rbacv1.RoleBinding](t, docs, "RoleBinding/skipper-webhook")

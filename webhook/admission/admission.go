@@ -38,7 +38,9 @@ const maxBody = 8 << 20
 // Claimer is the host claim store (claims.Store in production).
 type Claimer interface {
 	Claim(ctx context.Context, host string, h claims.Holder, renew, dryRun bool) error
+	// Holder reads the holder live; CachedHolder may lag behind.
 	Holder(ctx context.Context, host string) (claims.Holder, bool, error)
+	CachedHolder(ctx context.Context, host string) (claims.Holder, bool, error)
 }
 
 // Handler serves both webhooks.
@@ -122,8 +124,7 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 	if d.Namespace == "" {
 		d.Namespace = req.Namespace
 	}
-	create := req.Operation == admissionv1.Create
-	in := function.Input{Create: create}
+	in := function.Input{Create: req.Operation == admissionv1.Create}
 	if d.Annotations[function.AnnotationRuntime] != "" {
 		code, err := h.code(ctx, d.Namespace, d.Name)
 		if err != nil {
@@ -140,7 +141,23 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 		return deny(http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, fmt.Sprintf(
 			"Skipper cannot make Deployment %s/%s a function: %s", d.Namespace, d.Name, strings.Join(msgs, "; ")))
 	}
-	host := res.Spec.Host
+	if res.Spec.IsHTTP() {
+		if resp := h.claimHost(ctx, req, d, res.Spec.Host); resp != nil {
+			return resp
+		}
+	}
+	resp, err := patchResponse(d, res.Deployment)
+	if err != nil {
+		return errored(err)
+	}
+	resp.Warnings = res.Warnings
+	return resp
+}
+
+// claimHost makes sure the host of an HTTP function is free and claims it; it returns
+// the denial when it is not. Event-triggered functions have no host.
+func (h *Handler) claimHost(ctx context.Context, req *admissionv1.AdmissionRequest, d *appsv1.Deployment, host string) *admissionv1.AdmissionResponse {
+	create := req.Operation == admissionv1.Create
 	holder := claims.Holder{Namespace: d.Namespace, Name: d.Name}
 	uses, err := h.Hosts.HostUsers(ctx, host)
 	if err != nil {
@@ -154,7 +171,7 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 			"Skipper cannot make Deployment %s/%s a function: its host %s is already used by %s: rename the Deployment or remove that host from %s",
 			d.Namespace, d.Name, host, u, u))
 	}
-	renew := create || !wasFunction(req)
+	renew := create || !wasHTTPFunction(req)
 	dryRun := req.DryRun != nil && *req.DryRun
 	if err := h.Claims.Claim(ctx, host, holder, renew, dryRun); err != nil {
 		if c, ok := claims.IsConflict(err); ok {
@@ -164,28 +181,25 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 		}
 		return errored(err)
 	}
-	resp, err := patchResponse(d, res.Deployment)
-	if err != nil {
-		return errored(err)
-	}
-	resp.Warnings = res.Warnings
-	return resp
+	return nil
 }
 
-// wasFunction reports whether the object before an UPDATE was already a function.
-func wasFunction(req *admissionv1.AdmissionRequest) bool {
+// wasHTTPFunction reports whether the object before an UPDATE was already an HTTP
+// function (so it held its host already).
+func wasHTTPFunction(req *admissionv1.AdmissionRequest) bool {
 	if len(req.OldObject.Raw) == 0 {
 		return false
 	}
 	var old struct {
 		Metadata struct {
-			Labels map[string]string `json:"labels"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
 		} `json:"metadata"`
 	}
 	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 		return false
 	}
-	return old.Metadata.Labels[function.LabelFunction] == function.LabelFunctionValue
+	return old.Metadata.Labels[function.LabelFunction] == function.LabelFunctionValue && function.IsHTTPTrigger(old.Metadata.Annotations)
 }
 
 // decodeDeployment decodes what the expansion reads, skipping managedFields (often the
@@ -300,6 +314,12 @@ func (h *Handler) ValidateHosts(ctx context.Context, req *admissionv1.AdmissionR
 	}
 	use := useOf(req.Kind.Kind, obj)
 	for _, host := range hosts {
+		// A function's own companion is recognised from the cache: its claim was written
+		// before the function was admitted. Everything else is checked live, so a claim
+		// made a moment ago is not missed.
+		if holder, ok, err := h.Claims.CachedHolder(ctx, host); err == nil && ok && holder.Namespace == use.Namespace && holder.Name == use.Function {
+			continue
+		}
 		holder, ok, err := h.Claims.Holder(ctx, host)
 		if err != nil {
 			return errored(err)

@@ -45,6 +45,10 @@ func (f *fakeClaims) Claim(_ context.Context, host string, h claims.Holder, _, d
 	return nil
 }
 
+func (f *fakeClaims) CachedHolder(ctx context.Context, host string) (claims.Holder, bool, error) {
+	return f.Holder(ctx, host)
+}
+
 func (f *fakeClaims) Holder(_ context.Context, host string) (claims.Holder, bool, error) {
 	h, ok := f.held[host]
 	return h, ok, nil
@@ -264,11 +268,24 @@ func TestMutateDeploymentDenials(t *testing.T) {
 			},
 			want: []string{"getkipper.com/runtime", `"ruby"`, `"node"`, `"python"`},
 		},
-		"event trigger not yet": {
+		"event trigger without its annotations": {
 			setup: func(d *appsv1.Deployment, _ *fakeClaims, _ fakeHosts) {
 				d.Annotations[function.AnnotationTrigger] = "redis"
 			},
-			want: []string{"getkipper.com/trigger", `"redis"`, "not supported yet"},
+			want: []string{"getkipper.com/source", "getkipper.com/list", "the redis trigger needs", "Secret"},
+		},
+		"list on a postgres trigger": {
+			setup: func(d *appsv1.Deployment, _ *fakeClaims, _ fakeHosts) {
+				for k, v := range map[string]string{
+					function.AnnotationTrigger: "postgres", function.AnnotationSource: "db", function.AnnotationList: "jobs",
+					function.AnnotationQuery: "SELECT * FROM t", function.AnnotationMarkDone: "DELETE FROM t WHERE id = {{id}}",
+				} {
+					d.Annotations[k] = v
+				}
+				delete(d.Annotations, function.AnnotationSecurityHeaders)
+				delete(d.Annotations, function.AnnotationCSPAllowlist)
+			},
+			want: []string{"getkipper.com/list", `"jobs"`, "not read by the postgres trigger", "remove the annotation"},
 		},
 		"host held by an app Ingress": {
 			setup: func(_ *appsv1.Deployment, _ *fakeClaims, hosts fakeHosts) {
@@ -399,5 +416,43 @@ func TestServeHTTP(t *testing.T) {
 	bad.Body.Close()
 	if bad.StatusCode != http.StatusBadRequest {
 		t.Fatalf("garbage got %d", bad.StatusCode)
+	}
+}
+
+// TestMutateDeploymentEventTrigger: an event-triggered function has no host, so admission
+// neither checks nor claims one; the patch adds the sidecar and the grace period.
+func TestMutateDeploymentEventTrigger(t *testing.T) {
+	h, fc, hosts := newHandler(t)
+	hosts[testHost] = []Use{{Kind: "Ingress", Namespace: "web", Name: "site"}} // would deny an HTTP function
+	d := loadDeployment(t)
+	d.Annotations = map[string]string{
+		function.AnnotationTrigger: function.TriggerRedis, function.AnnotationSource: "queue", function.AnnotationList: "jobs",
+	}
+	req := request(t, admissionv1.Create, d, nil)
+	resp := h.MutateDeployment(context.Background(), req)
+	if !resp.Allowed {
+		t.Fatalf("denied: %s", resp.Result.Message)
+	}
+	got, _ := applyPatch(t, req, resp)
+	want, errs := function.Expand(testConf, d, function.Input{Create: true})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if !equality.Semantic.DeepEqual(got, want.Deployment) {
+		t.Fatalf("patched object differs from the expansion")
+	}
+	if len(fc.calls) != 0 {
+		t.Fatalf("an event trigger claimed hosts %v", fc.calls)
+	}
+	if _, ok := got.Annotations[function.AnnotationURL]; ok {
+		t.Fatalf("an event trigger got a URL")
+	}
+	init := got.Spec.Template.Spec.InitContainers
+	if len(init) != 1 || init[0].Name != function.PollerContainerName || init[0].RestartPolicy == nil ||
+		*init[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("no native skipper-poll sidecar: %+v", init)
+	}
+	if again := h.MutateDeployment(context.Background(), request(t, admissionv1.Update, got, got)); !again.Allowed || len(again.Patch) != 0 {
+		t.Fatalf("second run patched again: %s", again.Patch)
 	}
 }

@@ -141,9 +141,22 @@ func (s *Store) Holder(ctx context.Context, host string) (Holder, bool, error) {
 	return holderOf(lease), true, nil
 }
 
+// CachedHolder returns the holder of host as the cache knows it.
+func (s *Store) CachedHolder(ctx context.Context, host string) (Holder, bool, error) {
+	var lease coordinationv1.Lease
+	err := s.Client.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: host}, &lease)
+	if apierrors.IsNotFound(err) {
+		return Holder{}, false, nil
+	}
+	if err != nil {
+		return Holder{}, false, fmt.Errorf("read claim %s/%s: %w", s.Namespace, host, err)
+	}
+	return holderOf(&lease), true, nil
+}
+
 // Release deletes h's claims that are past the grace period and returns how long to
 // wait before calling again for the ones still inside it (0 when none are left). The
-// caller has checked, live, that h is gone or no longer a function.
+// caller has checked, live, that h is gone or no longer an HTTP function.
 func (s *Store) Release(ctx context.Context, h Holder) (time.Duration, error) {
 	var list coordinationv1.LeaseList
 	if err := s.Client.List(ctx, &list, client.InNamespace(s.Namespace),
@@ -197,7 +210,8 @@ func (s *Store) graceLeft(lease *coordinationv1.Lease) time.Duration {
 }
 
 // stale reports whether a claim's holder is gone: past the grace period and its
-// Deployment (read live) missing or no longer a function with this host.
+// Deployment (read live) missing or no longer a function with this host (not a
+// function, or an event-triggered one, which has no host).
 func (s *Store) stale(ctx context.Context, lease *coordinationv1.Lease) (bool, error) {
 	if s.graceLeft(lease) > 0 {
 		return false, nil
@@ -211,7 +225,7 @@ func (s *Store) stale(ctx context.Context, lease *coordinationv1.Lease) (bool, e
 	if err != nil {
 		return false, fmt.Errorf("read holder %s of claim %s: %w", h, lease.Name, err)
 	}
-	return !function.IsFunction(&d) || d.DeletionTimestamp != nil, nil
+	return !function.IsFunction(&d) || !function.IsHTTPTrigger(d.Annotations) || d.DeletionTimestamp != nil, nil
 }
 
 func (s *Store) deleteExact(ctx context.Context, lease *coordinationv1.Lease) error {

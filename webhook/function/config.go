@@ -2,7 +2,10 @@ package function
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
+
+	"github.com/getkipper/skipper/internal/version"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
@@ -27,6 +30,8 @@ type Config struct {
 	CertManagerIssuerKind string `json:"certManagerIssuerKind,omitempty"`
 	// RuntimeImages maps a runtime (node, python) to the image that runs inline code.
 	RuntimeImages map[string]string `json:"runtimeImages,omitempty"`
+	// PollerImage is the skipper-poll sidecar of event-triggered functions.
+	PollerImage string `json:"pollerImage,omitempty"`
 	// SystemNamespace is Skipper's own namespace: never mutated, holds the host claims.
 	SystemNamespace string `json:"systemNamespace,omitempty"`
 	// TraefikMiddleware says the cluster serves the Traefik Middleware CRD. It is
@@ -52,8 +57,10 @@ const (
 	DefaultSystemNamespace      = "skipper-system"
 	DefaultNodeImage            = "getkipper/skipper-runtime-node:latest"
 	DefaultPythonImage          = "getkipper/skipper-runtime-python:latest"
-	IssuerKindCluster           = "ClusterIssuer"
-	IssuerKindNamespaced        = "Issuer"
+	// PollerImageRepository is tagged with the webhook's release (DefaultPollerImage).
+	PollerImageRepository = "getkipper/skipper-poll"
+	IssuerKindCluster     = "ClusterIssuer"
+	IssuerKindNamespaced  = "Issuer"
 )
 
 // DefaultConfig is the configuration with every default applied.
@@ -75,6 +82,7 @@ func (c Config) WithDefaults() Config {
 	}
 	def(&c.IngressClass, DefaultIngressClass)
 	def(&c.SystemNamespace, DefaultSystemNamespace)
+	def(&c.PollerImage, DefaultPollerImage())
 	if c.CertManagerIssuer != "" {
 		def(&c.CertManagerIssuerKind, IssuerKindCluster)
 	}
@@ -84,6 +92,18 @@ func (c Config) WithDefaults() Config {
 	}
 	c.RuntimeImages = images
 	return c
+}
+
+var releaseTag = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`)
+
+// DefaultPollerImage is skipper-poll of the same release as this binary, so the sidecar
+// and the webhook that injects it agree on the environment; builds that are not a
+// release (dev, git descriptions) use latest.
+func DefaultPollerImage() string {
+	if releaseTag.MatchString(version.Version) {
+		return PollerImageRepository + ":" + version.Version
+	}
+	return PollerImageRepository + ":latest"
 }
 
 // Validate reports the first bad field of a defaulted Config.
@@ -111,6 +131,9 @@ func (c Config) Validate() error {
 	}
 	if c.CertManagerIssuer != "" && c.CertManagerIssuerKind != IssuerKindCluster && c.CertManagerIssuerKind != IssuerKindNamespaced {
 		return fmt.Errorf("config certManagerIssuerKind %q is unknown: use %s or %s", c.CertManagerIssuerKind, IssuerKindCluster, IssuerKindNamespaced)
+	}
+	if strings.TrimSpace(c.PollerImage) == "" || strings.ContainsAny(c.PollerImage, " \t\n") {
+		return fmt.Errorf("config pollerImage %q is not an image reference: use e.g. %s", c.PollerImage, DefaultPollerImage())
 	}
 	for _, rt := range []string{RuntimeNode, RuntimePython} {
 		if strings.TrimSpace(c.RuntimeImages[rt]) == "" {

@@ -66,6 +66,53 @@ const (
 	DefaultIdleTimeout     = 300
 	DefaultMaxReplicas     = 10
 	DefaultSecurityHeaders = "hsts,csp,xss"
+	DefaultPollingInterval = 10 // seconds; event triggers only
+)
+
+// The skipper-poll sidecar of event-triggered functions (docs/api.md, docs/poller.md).
+const (
+	// PollerContainerName is the native sidecar (an init container that keeps running).
+	PollerContainerName = "skipper-poll"
+	// PollerMetricsPort serves the poller's /metrics, /healthz and /readyz; the function
+	// may not listen on it.
+	PollerMetricsPort = 9464
+	PollerReadyPath   = "/readyz"
+	PollerLivePath    = "/healthz"
+	// EventPath is where the poller POSTs each event: http://127.0.0.1:<port>/event.
+	EventPath = "/event"
+	// PollerGracePeriodSeconds is the least terminationGracePeriodSeconds of an
+	// event-triggered pod: the poller's own grace (25 s) plus one delivery (30 s) and slack.
+	PollerGracePeriodSeconds = 60
+)
+
+// Environment of the skipper-poll sidecar; poller/config reads the same names (a test
+// keeps the two in step).
+const (
+	PollEnvTrigger       = "SKIPPER_TRIGGER"
+	PollEnvSourceURL     = "SKIPPER_SOURCE_URL"
+	PollEnvAccessKey     = "SKIPPER_SOURCE_ACCESS_KEY"
+	PollEnvSecretKey     = "SKIPPER_SOURCE_SECRET_KEY"
+	PollEnvQuery         = "SKIPPER_QUERY"
+	PollEnvMarkDone      = "SKIPPER_MARK_DONE"
+	PollEnvList          = "SKIPPER_LIST"
+	PollEnvBucket        = "SKIPPER_BUCKET"
+	PollEnvMinIORedisURL = "SKIPPER_MINIO_REDIS_URL"
+	PollEnvPollInterval  = "SKIPPER_POLL_INTERVAL"
+	PollEnvTargetURL     = "SKIPPER_TARGET_URL"
+	PollEnvMetricsAddr   = "SKIPPER_METRICS_ADDR"
+)
+
+// Keys of the source Secret (getkipper.com/source). The poller reads the connection
+// URLs; KEDA reads what its scalers take, which for Redis is host:port, not a URL.
+const (
+	SourceKeyURL           = "url"           // every trigger: DSN or URL (minio: the MinIO endpoint)
+	SourceKeyAccessKey     = "accessKey"     // minio
+	SourceKeySecretKey     = "secretKey"     // minio
+	SourceKeyAddress       = "address"       // redis: host:port for KEDA
+	SourceKeyPassword      = "password"      // redis: optional, for KEDA
+	SourceKeyRedisURL      = "redisUrl"      // minio: redis:// URL of MinIO's notify_redis target
+	SourceKeyRedisAddress  = "redisAddress"  // minio: host:port of that Redis for KEDA
+	SourceKeyRedisPassword = "redisPassword" // minio: optional, for KEDA
 )
 
 // CodeConfigMapName is the ConfigMap that holds an inline function's code.

@@ -3,14 +3,17 @@ package function
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
 	httpv1alpha1 "github.com/kedacore/http-add-on/operator/apis/http/v1alpha1"
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -103,9 +106,16 @@ func mutate(conf Config, s Spec, d *appsv1.Deployment, in Input) {
 	setDefault(d.Annotations, AnnotationPort, strconv.Itoa(DefaultPort))
 	setDefault(d.Annotations, AnnotationIdleTimeout, strconv.Itoa(DefaultIdleTimeout))
 	setDefault(d.Annotations, AnnotationMaxReplicas, strconv.Itoa(DefaultMaxReplicas))
-	if triggers[s.Trigger].http {
+	// What the webhook wrote for one kind of trigger goes when the trigger changes; Parse
+	// has checked that only the defaults it wrote are left over.
+	if s.IsHTTP() {
 		setDefault(d.Annotations, AnnotationSecurityHeaders, DefaultSecurityHeaders)
 		d.Annotations[AnnotationURL] = s.URL
+		delete(d.Annotations, AnnotationPollingInterval)
+	} else {
+		setDefault(d.Annotations, AnnotationPollingInterval, strconv.Itoa(DefaultPollingInterval))
+		delete(d.Annotations, AnnotationURL)
+		delete(d.Annotations, AnnotationSecurityHeaders)
 	}
 	if in.Create {
 		d.Spec.Replicas = new(int32)
@@ -115,6 +125,14 @@ func mutate(conf Config, s Spec, d *appsv1.Deployment, in Input) {
 		t.Labels = map[string]string{}
 	}
 	t.Labels[LabelFunctionName] = s.Name
+	if s.IsHTTP() {
+		t.Spec.InitContainers = slices.DeleteFunc(t.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == PollerContainerName })
+		if len(t.Spec.InitContainers) == 0 {
+			t.Spec.InitContainers = nil
+		}
+	} else {
+		mutateEvent(conf, s, &t.Spec)
+	}
 	if s.Runtime != "" {
 		mutateInline(conf, s, &t.Spec, in.Code)
 		if t.Annotations == nil {
@@ -161,6 +179,93 @@ func runtimeProbe(p *corev1.Probe, path string, port int32) *corev1.Probe {
 		p.HTTPGet.Port = intstr.FromInt32(port)
 	}
 	return p
+}
+
+// mutateEvent injects the skipper-poll sidecar as a native sidecar (an init container
+// with restartPolicy Always): it starts, and is ready, before the function container and
+// stops after it. Skipper owns the container of that name; the user may add env vars of
+// their own (e.g. SKIPPER_BATCH_SIZE) and tune probes and resources.
+func mutateEvent(conf Config, s Spec, p *corev1.PodSpec) {
+	i := slices.IndexFunc(p.InitContainers, func(c corev1.Container) bool { return c.Name == PollerContainerName })
+	if i < 0 {
+		p.InitContainers = append(p.InitContainers, corev1.Container{Name: PollerContainerName})
+		i = len(p.InitContainers) - 1
+	}
+	c := &p.InitContainers[i]
+	c.Image = conf.PollerImage
+	c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+	setManagedEnv(c, pollerEnv(s))
+	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == PollerMetricsPort }) {
+		c.Ports = append(c.Ports, corev1.ContainerPort{Name: "poll-metrics", ContainerPort: PollerMetricsPort, Protocol: corev1.ProtocolTCP})
+	}
+	c.ReadinessProbe = runtimeProbe(c.ReadinessProbe, PollerReadyPath, PollerMetricsPort)
+	c.LivenessProbe = runtimeProbe(c.LivenessProbe, PollerLivePath, PollerMetricsPort)
+	if c.Resources.Requests == nil && c.Resources.Limits == nil {
+		c.Resources = corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+		}
+	}
+	if p.TerminationGracePeriodSeconds == nil || *p.TerminationGracePeriodSeconds < PollerGracePeriodSeconds {
+		p.TerminationGracePeriodSeconds = ptr(int64(PollerGracePeriodSeconds))
+	}
+}
+
+// pollerEnvNames are the sidecar variables Skipper sets; the others are the user's.
+var pollerEnvNames = []string{
+	PollEnvTrigger, PollEnvSourceURL, PollEnvAccessKey, PollEnvSecretKey, PollEnvQuery, PollEnvMarkDone,
+	PollEnvList, PollEnvBucket, PollEnvMinIORedisURL, PollEnvPollInterval, PollEnvTargetURL, PollEnvMetricsAddr,
+}
+
+// pollerEnv is the sidecar's environment: the connection from the source Secret, the
+// rest from the annotations.
+func pollerEnv(s Spec) []corev1.EnvVar {
+	fromSecret := func(name, key string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: s.Event.Source}, Key: key,
+		}}}
+	}
+	value := func(name, v string) corev1.EnvVar { return corev1.EnvVar{Name: name, Value: v} }
+	env := []corev1.EnvVar{value(PollEnvTrigger, s.Trigger), fromSecret(PollEnvSourceURL, SourceKeyURL)}
+	switch s.Trigger {
+	case TriggerPostgres, TriggerMySQL:
+		env = append(env, value(PollEnvQuery, s.Event.Query), value(PollEnvMarkDone, s.Event.MarkDone))
+	case TriggerRedis:
+		env = append(env, value(PollEnvList, s.Event.List))
+	case TriggerMinIO:
+		env = append(env,
+			fromSecret(PollEnvAccessKey, SourceKeyAccessKey), fromSecret(PollEnvSecretKey, SourceKeySecretKey),
+			fromSecret(PollEnvMinIORedisURL, SourceKeyRedisURL),
+			value(PollEnvBucket, s.Event.Bucket), value(PollEnvList, s.Event.List))
+	}
+	return append(env,
+		value(PollEnvPollInterval, strconv.Itoa(int(s.Event.PollingInterval))+"s"),
+		value(PollEnvTargetURL, "http://127.0.0.1:"+strconv.Itoa(int(s.Port))+EventPath),
+		value(PollEnvMetricsAddr, ":"+strconv.Itoa(PollerMetricsPort)))
+}
+
+// setManagedEnv makes the Skipper-owned variables of c exactly want, in place where they
+// already are, and leaves the user's variables alone.
+func setManagedEnv(c *corev1.Container, want []corev1.EnvVar) {
+	byName := make(map[string]corev1.EnvVar, len(want))
+	for _, e := range want {
+		byName[e.Name] = e
+	}
+	out := c.Env[:0:0]
+	for _, e := range c.Env {
+		if w, ok := byName[e.Name]; ok {
+			out = append(out, w)
+			delete(byName, e.Name)
+		} else if !slices.Contains(pollerEnvNames, e.Name) {
+			out = append(out, e)
+		}
+	}
+	for _, e := range want {
+		if _, ok := byName[e.Name]; ok {
+			out = append(out, e)
+		}
+	}
+	c.Env = out
 }
 
 func setEnv(c *corev1.Container, name, value string) {
@@ -233,9 +338,8 @@ func companionMeta(s Spec, d *appsv1.Deployment, name string) metav1.ObjectMeta 
 func ptr[T any](v T) *T { return &v }
 
 func companions(conf Config, s Spec, d *appsv1.Deployment) []client.Object {
-	if !triggers[s.Trigger].http {
-		// Event triggers (issue 7) add their ScaledObject and TriggerAuthentication here.
-		return nil
+	if !s.IsHTTP() {
+		return eventCompanions(s, d)
 	}
 	svc := &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
@@ -351,3 +455,61 @@ func middleware(s Spec, d *appsv1.Deployment) *unstructured.Unstructured {
 	u.SetOwnerReferences(meta.OwnerReferences)
 	return u
 }
+
+// eventCompanions are the KEDA ScaledObject that wakes an event-triggered function and
+// the TriggerAuthentication that gives KEDA the source's connection from its Secret.
+func eventCompanions(s Spec, d *appsv1.Deployment) []client.Object {
+	ref := func(param, key string) kedav1alpha1.AuthSecretTargetRef {
+		return kedav1alpha1.AuthSecretTargetRef{Parameter: param, Name: s.Event.Source, Key: key}
+	}
+	var (
+		trigger kedav1alpha1.ScaleTriggers
+		auth    []kedav1alpha1.AuthSecretTargetRef
+	)
+	switch s.Trigger {
+	case TriggerPostgres:
+		trigger = kedav1alpha1.ScaleTriggers{Type: "postgresql", Metadata: map[string]string{
+			"query": CountQuery(s.Event.Query), "targetQueryValue": "1", "activationTargetQueryValue": "0",
+		}}
+		auth = []kedav1alpha1.AuthSecretTargetRef{ref("connection", SourceKeyURL)}
+	case TriggerMySQL:
+		// KEDA's mysql scaler names the same fields differently from postgresql.
+		trigger = kedav1alpha1.ScaleTriggers{Type: "mysql", Metadata: map[string]string{
+			"query": CountQuery(s.Event.Query), "queryValue": "1", "activationQueryValue": "0",
+		}}
+		auth = []kedav1alpha1.AuthSecretTargetRef{ref("connectionString", SourceKeyURL)}
+	case TriggerRedis, TriggerMinIO:
+		// KEDA's redis scaler takes host:port and a password, not a redis:// URL.
+		trigger = kedav1alpha1.ScaleTriggers{Type: "redis", Metadata: map[string]string{
+			"listName": s.Event.List, "listLength": "1", "activationListLength": "0",
+		}}
+		if s.Trigger == TriggerRedis {
+			auth = []kedav1alpha1.AuthSecretTargetRef{ref("address", SourceKeyAddress), ref("password", SourceKeyPassword)}
+		} else {
+			auth = []kedav1alpha1.AuthSecretTargetRef{ref("address", SourceKeyRedisAddress), ref("password", SourceKeyRedisPassword)}
+		}
+	}
+	trigger.AuthenticationRef = &kedav1alpha1.AuthenticationRef{Name: s.Name}
+	so := &kedav1alpha1.ScaledObject{
+		TypeMeta:   metav1.TypeMeta{APIVersion: kedav1alpha1.SchemeGroupVersion.String(), Kind: "ScaledObject"},
+		ObjectMeta: companionMeta(s, d, s.Name),
+		Spec: kedav1alpha1.ScaledObjectSpec{
+			ScaleTargetRef:  &kedav1alpha1.ScaleTarget{Name: d.Name, APIVersion: "apps/v1", Kind: "Deployment"},
+			PollingInterval: ptr(s.Event.PollingInterval),
+			CooldownPeriod:  ptr(s.IdleTimeout),
+			MinReplicaCount: ptr(int32(0)),
+			MaxReplicaCount: ptr(s.MaxReplicas),
+			Triggers:        []kedav1alpha1.ScaleTriggers{trigger},
+		},
+	}
+	ta := &kedav1alpha1.TriggerAuthentication{
+		TypeMeta:   metav1.TypeMeta{APIVersion: kedav1alpha1.SchemeGroupVersion.String(), Kind: "TriggerAuthentication"},
+		ObjectMeta: companionMeta(s, d, s.Name),
+		Spec:       kedav1alpha1.TriggerAuthenticationSpec{SecretTargetRef: auth},
+	}
+	return []client.Object{ta, so}
+}
+
+// CountQuery is the query KEDA runs for a SQL trigger: the number of rows the user's
+// query returns, which is the number of pending events.
+func CountQuery(q string) string { return "SELECT count(*) FROM (" + q + ") AS q" }

@@ -33,14 +33,23 @@ func TestExpandGolden(t *testing.T) {
 		conf   Config
 		create bool
 	}{
-		"http-defaults":         {conf: goldenConfig(), create: true},
-		"http-annotated":        {conf: withExtras, create: true},
-		"inline-node":           {conf: middlewareOnly, create: true},
-		"inline-python-no-code": {conf: goldenConfig(), create: false},
-		"bad-annotations":       {conf: goldenConfig(), create: true},
-		"event-trigger":         {conf: goldenConfig(), create: true},
-		"long-name":             {conf: goldenConfig(), create: true},
-		"dotted-name":           {conf: goldenConfig(), create: true},
+		"http-defaults":               {conf: goldenConfig(), create: true},
+		"http-annotated":              {conf: withExtras, create: true},
+		"inline-node":                 {conf: middlewareOnly, create: true},
+		"inline-python-no-code":       {conf: goldenConfig(), create: false},
+		"bad-annotations":             {conf: goldenConfig(), create: true},
+		"event-missing-annotations":   {conf: goldenConfig(), create: true},
+		"event-postgres":              {conf: goldenConfig(), create: true},
+		"event-mysql":                 {conf: withExtras, create: true},
+		"event-redis":                 {conf: goldenConfig(), create: true},
+		"event-minio":                 {conf: goldenConfig(), create: true},
+		"event-inline-node":           {conf: middlewareOnly, create: true},
+		"event-contradictory":         {conf: goldenConfig(), create: true},
+		"event-switch-from-http":      {conf: goldenConfig(), create: false},
+		"http-switch-from-event":      {conf: goldenConfig(), create: false},
+		"http-with-event-annotations": {conf: goldenConfig(), create: true},
+		"long-name":                   {conf: goldenConfig(), create: true},
+		"dotted-name":                 {conf: goldenConfig(), create: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

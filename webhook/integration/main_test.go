@@ -95,6 +95,10 @@ func TestWebhook(t *testing.T) {
 		{"deleting the Deployment garbage-collects companions", testDeleteGC},
 		{"kubectl apply --dry-run=server shows the mutation and creates nothing", testDryRun},
 		{"inline code hash follows the ConfigMap", testInlineCode},
+		{"a companion edited by hand is restored", testCompanionDrift},
+		{"event triggers: sidecar, ScaledObject and TriggerAuthentication", testEventCreate},
+		{"event triggers: missing or contradictory annotations are denied", testEventDenials},
+		{"switching http -> postgres -> http swaps the companions", testSwitchTrigger},
 		{"Traefik Middleware only when the CRD is served", testMiddleware},
 	} {
 		if !t.Run(tc.name, tc.test) {

@@ -1,5 +1,6 @@
 // Package reconciler writes a function's companions (Services, HTTPScaledObject, Ingress,
-// Traefik Middleware) after admission decided, keeps them in line with the annotations,
+// Traefik Middleware; for event triggers a ScaledObject and TriggerAuthentication) after
+// admission decided, keeps them in line with the annotations,
 // removes them when the label goes, keeps the inline-code hash current and releases host
 // claims of functions that are gone. Deleting the Deployment removes the companions
 // through the garbage collector (they are owned by it).
@@ -7,6 +8,9 @@ package reconciler
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -16,11 +20,13 @@ import (
 	"github.com/getkipper/skipper/webhook/claims"
 	"github.com/getkipper/skipper/webhook/function"
 	httpv1alpha1 "github.com/kedacore/http-add-on/operator/apis/http/v1alpha1"
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -43,12 +49,22 @@ const FieldOwner = "skipper"
 var MiddlewareGVK = schema.FromAPIVersionAndKind(function.MiddlewareAPIVersion, function.MiddlewareKind)
 
 // companionKinds are the kinds the reconciler may have written; what is not desired any
-// more is deleted. Event triggers (issue 7) add ScaledObject and TriggerAuthentication.
-var companionKinds = []schema.GroupVersionKind{
-	corev1.SchemeGroupVersion.WithKind("Service"),
-	networkingv1.SchemeGroupVersion.WithKind("Ingress"),
-	httpv1alpha1.SchemeGroupVersion.WithKind("HTTPScaledObject"),
-	MiddlewareGVK,
+// more is deleted. Each but the Middleware is listed from the cache through its typed list.
+var companionKinds = []struct {
+	gvk  schema.GroupVersionKind
+	list func() client.ObjectList
+}{
+	{corev1.SchemeGroupVersion.WithKind("Service"), func() client.ObjectList { return &corev1.ServiceList{} }},
+	{networkingv1.SchemeGroupVersion.WithKind("Ingress"), func() client.ObjectList { return &networkingv1.IngressList{} }},
+	{httpv1alpha1.SchemeGroupVersion.WithKind("HTTPScaledObject"), func() client.ObjectList { return &httpv1alpha1.HTTPScaledObjectList{} }},
+	{kedav1alpha1.SchemeGroupVersion.WithKind("ScaledObject"), func() client.ObjectList { return &kedav1alpha1.ScaledObjectList{} }},
+	{kedav1alpha1.SchemeGroupVersion.WithKind("TriggerAuthentication"), func() client.ObjectList { return &kedav1alpha1.TriggerAuthenticationList{} }},
+	// The Middleware has no informer (its CRD may come and go): listed live, unstructured.
+	{MiddlewareGVK, func() client.ObjectList {
+		u := &unstructured.UnstructuredList{}
+		u.SetGroupVersionKind(MiddlewareGVK.GroupVersion().WithKind(MiddlewareGVK.Kind + "List"))
+		return u
+	}},
 }
 
 // Reconciler reconciles function Deployments.
@@ -61,7 +77,17 @@ type Reconciler struct {
 	Claims *claims.Store
 	// MiddlewareServed says whether the Traefik Middleware CRD is served now.
 	MiddlewareServed func(ctx context.Context) bool
+
+	// applied remembers, per function, the digest of each companion as last applied and
+	// the resourceVersion the apiserver answered with: while the cache shows that
+	// version, nobody has changed the companion since and an unchanged desired state
+	// needs no request. Any other change (a user's edit) shows a new version and is
+	// overwritten again.
+	mu      sync.Mutex
+	applied map[types.NamespacedName]map[string]appliedState
 }
+
+type appliedState struct{ digest, resourceVersion string }
 
 // SetupWithManager registers the controller.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -85,6 +111,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&networkingv1.Ingress{}).
 		Owns(&httpv1alpha1.HTTPScaledObject{}).
+		Owns(&kedav1alpha1.ScaledObject{}).
+		Owns(&kedav1alpha1.TriggerAuthentication{}).
 		Watches(&corev1.ConfigMap{}, mapCode).
 		Watches(&coordinationv1.Lease{}, mapClaim).
 		Complete(r)
@@ -113,6 +141,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, fmt.Errorf("read Deployment %s: %w", req, err)
 	}
 	if apierrors.IsNotFound(err) || !function.IsFunction(&d) || d.DeletionTimestamp != nil {
+		r.forget(req.NamespacedName)
 		if err == nil && d.DeletionTimestamp == nil {
 			// The label is gone: the owner stays, so the garbage collector will not help.
 			if err := r.prune(ctx, &d, nil); err != nil {
@@ -137,23 +166,32 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		logger.Error(errs.ToAggregate(), "function annotations are invalid; companions left as they are", "deployment", req)
 		return ctrl.Result{}, nil
 	}
-	host := conf.Host(d.Name)
-	if err := r.Claims.Claim(ctx, host, holder, false, false); err != nil {
-		if c, ok := claims.IsConflict(err); ok {
-			logger.Error(c, "host taken by another function; not routing it", "deployment", req)
-			return ctrl.Result{RequeueAfter: time.Minute}, nil
+	http := function.IsHTTPTrigger(d.Annotations)
+	if http {
+		if err := r.Claims.Claim(ctx, conf.Host(d.Name), holder, false, false); err != nil {
+			if c, ok := claims.IsConflict(err); ok {
+				logger.Error(c, "host taken by another function; not routing it", "deployment", req)
+				return ctrl.Result{RequeueAfter: time.Minute}, nil
+			}
+			return ctrl.Result{}, err
 		}
-		return ctrl.Result{}, err
 	}
 	for _, o := range objs {
-		if err := r.apply(ctx, o); err != nil {
+		if err := r.apply(ctx, req.NamespacedName, o); err != nil {
 			if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 				return ctrl.Result{}, nil // the namespace is going, and the function with it
 			}
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{}, r.prune(ctx, &d, objs)
+	if err := r.prune(ctx, &d, objs); err != nil {
+		return ctrl.Result{}, err
+	}
+	if !http {
+		// An event trigger serves no host: free the one it held as an HTTP function.
+		return r.release(ctx, holder)
+	}
+	return ctrl.Result{}, nil
 }
 
 // syncCodeHash puts the hash of the current code on the pod template; the update goes
@@ -181,20 +219,67 @@ func (r *Reconciler) syncCodeHash(ctx context.Context, d *appsv1.Deployment) (bo
 }
 
 // apply writes a companion with server-side apply, so fields others own are left alone.
-func (r *Reconciler) apply(ctx context.Context, o client.Object) error {
+// It sends nothing when the companion is as last applied (see Reconciler.applied).
+func (r *Reconciler) apply(ctx context.Context, fn types.NamespacedName, o client.Object) error {
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
 	if err != nil {
 		return fmt.Errorf("convert %T %s: %w", o, o.GetName(), err)
 	}
 	delete(m, "status")
-	if meta, ok := m["metadata"].(map[string]any); ok {
-		delete(meta, "creationTimestamp")
+	if md, ok := m["metadata"].(map[string]any); ok {
+		delete(md, "creationTimestamp")
 	}
 	u := &unstructured.Unstructured{Object: m}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", u.GetKind(), u.GetName(), err)
+	}
+	sum := sha256.Sum256(raw)
+	key := u.GetKind() + "/" + u.GetName()
+	want := appliedState{digest: hex.EncodeToString(sum[:])}
+	if _, typed := o.(*unstructured.Unstructured); !typed {
+		// Typed companions are cached: compare without a request.
+		if last, ok := r.lastApplied(fn, key); ok && last.digest == want.digest {
+			cur := o.DeepCopyObject().(client.Object)
+			if err := r.Client.Get(ctx, client.ObjectKeyFromObject(o), cur); err == nil && cur.GetResourceVersion() == last.resourceVersion {
+				return nil
+			}
+		}
+	}
 	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		r.forget(fn)
 		return fmt.Errorf("apply %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 	}
+	// The apply answers with the object as stored.
+	want.resourceVersion = u.GetResourceVersion()
+	r.remember(fn, key, want)
 	return nil
+}
+
+func (r *Reconciler) lastApplied(fn types.NamespacedName, key string) (appliedState, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.applied[fn][key]
+	return s, ok
+}
+
+func (r *Reconciler) remember(fn types.NamespacedName, key string, s appliedState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.applied == nil {
+		r.applied = map[types.NamespacedName]map[string]appliedState{}
+	}
+	if r.applied[fn] == nil {
+		r.applied[fn] = map[string]appliedState{}
+	}
+	r.applied[fn][key] = s
+}
+
+// forget drops what is remembered of fn's companions (gone, or to be applied afresh).
+func (r *Reconciler) forget(fn types.NamespacedName) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.applied, fn)
 }
 
 // prune deletes the companions of d that are not in keep.
@@ -204,23 +289,25 @@ func (r *Reconciler) prune(ctx context.Context, d *appsv1.Deployment, keep []cli
 		want[o.GetObjectKind().GroupVersionKind().Kind+"/"+o.GetName()] = true
 	}
 	served := r.MiddlewareServed != nil && r.MiddlewareServed(ctx)
-	for _, gvk := range companionKinds {
-		if gvk == MiddlewareGVK && !served {
+	for _, k := range companionKinds {
+		if k.gvk == MiddlewareGVK && !served {
 			continue
 		}
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		// Unstructured lists are read live, which also covers kinds without a cache.
+		list := k.list()
 		if err := r.Client.List(ctx, list, client.InNamespace(d.Namespace), client.MatchingLabels(function.CompanionLabels(d.Name))); err != nil {
-			return fmt.Errorf("list %s of %s/%s: %w", gvk.Kind, d.Namespace, d.Name, err)
+			return fmt.Errorf("list %s of %s/%s: %w", k.gvk.Kind, d.Namespace, d.Name, err)
 		}
-		for i := range list.Items {
-			o := &list.Items[i]
-			if want[gvk.Kind+"/"+o.GetName()] || !ownedBy(o, d) {
+		items, err := meta.ExtractList(list)
+		if err != nil {
+			return fmt.Errorf("list %s of %s/%s: %w", k.gvk.Kind, d.Namespace, d.Name, err)
+		}
+		for _, item := range items {
+			o, ok := item.(client.Object)
+			if !ok || want[k.gvk.Kind+"/"+o.GetName()] || !ownedBy(o, d) {
 				continue
 			}
 			if err := r.Client.Delete(ctx, o, client.PropagationPolicy("Background")); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("delete %s %s/%s: %w", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+				return fmt.Errorf("delete %s %s/%s: %w", k.gvk.Kind, o.GetNamespace(), o.GetName(), err)
 			}
 		}
 	}
@@ -236,12 +323,12 @@ func ownedBy(o client.Object, d *appsv1.Deployment) bool {
 	return false
 }
 
-// release frees the host claims of a Deployment that is gone or no longer a function,
-// once a live read confirms it (the cache may lag behind a re-labelling).
+// release frees the host claims of a Deployment that is gone, no longer a function or
+// now event-triggered, once a live read confirms it (the cache may lag behind).
 func (r *Reconciler) release(ctx context.Context, h claims.Holder) (ctrl.Result, error) {
 	var live appsv1.Deployment
 	err := r.Live.Get(ctx, client.ObjectKey{Namespace: h.Namespace, Name: h.Name}, &live)
-	if err == nil && function.IsFunction(&live) && live.DeletionTimestamp == nil {
+	if err == nil && function.IsFunction(&live) && function.IsHTTPTrigger(live.Annotations) && live.DeletionTimestamp == nil {
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	if err != nil && !apierrors.IsNotFound(err) {

@@ -24,6 +24,7 @@ import (
 	"github.com/getkipper/skipper/webhook/reconciler"
 	"github.com/go-logr/logr"
 	httpv1alpha1 "github.com/kedacore/http-add-on/operator/apis/http/v1alpha1"
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -50,6 +51,7 @@ var Scheme = runtime.NewScheme()
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
 	utilruntime.Must(httpv1alpha1.AddToScheme(Scheme))
+	utilruntime.Must(kedav1alpha1.AddToScheme(Scheme))
 }
 
 // Names of the in-cluster objects (manifests/).
@@ -81,7 +83,7 @@ type Options struct {
 	CertCheckInterval time.Duration
 	// ClaimGrace overrides claims.DefaultGrace (tests).
 	ClaimGrace time.Duration
-	Log               logr.Logger
+	Log        logr.Logger
 }
 
 // Server is a configured skipper-webhook.

@@ -1,0 +1,85 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/getkipper/skipper/test/testenv"
+	"github.com/getkipper/skipper/webhook/server"
+	"github.com/getkipper/skipper/webhook/webhooktest"
+	appsv1 "k8s.io/api/apps/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// createLatency creates n function Deployments one after another in ns and returns the
+// latency of each create call. Between creates (untimed) it waits until the cluster has
+// digested the previous one: the Deployment controller observed it and, with the
+// webhook, the reconciler wrote its Ingress. So every create is timed on a settled
+// cluster rather than behind a backlog the benchmark itself made.
+func createLatency(b *testing.B, ns, prefix string, n int, companions bool) []time.Duration {
+	c := kube(b)
+	lat := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		d := fn(ns, fmt.Sprintf("%s-%d", prefix, i), nil)
+		start := time.Now()
+		if err := c.Create(context.Background(), d); err != nil {
+			b.Fatalf("create: %v", err)
+		}
+		lat = append(lat, time.Since(start))
+		testenv.Eventually(b, wait, "the create to settle", func() (bool, error) {
+			var got appsv1.Deployment
+			if err := c.Get(context.Background(), client.ObjectKeyFromObject(d), &got); err != nil {
+				return false, err
+			}
+			if got.Status.ObservedGeneration < got.Generation {
+				return false, nil
+			}
+			if !companions {
+				return true, nil
+			}
+			var ing networkingv1.Ingress
+			err := c.Get(context.Background(), client.ObjectKeyFromObject(d), &ing)
+			return err == nil, client.IgnoreNotFound(err)
+		})
+	}
+	slices.Sort(lat)
+	return lat
+}
+
+func pct(lat []time.Duration, p int) time.Duration { return lat[len(lat)*p/100] }
+
+func mean(lat []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, l := range lat {
+		sum += l
+	}
+	return sum / time.Duration(len(lat))
+}
+
+// BenchmarkCreateLatency creates the same labelled Deployments through the apiserver
+// without the webhook registered, then with it (admission, host claim and the
+// reconciler writing companions in the background), side by side in one run. Run it with
+// -benchtime 1x: each phase makes its own fixed number of creates.
+func BenchmarkCreateLatency(b *testing.B) {
+	const n = 150
+	cl := testenv.Cluster(b)
+	ns := testenv.Namespace(b)
+	createLatency(b, ns, "warm", 10, false) // connections, caches
+	without := createLatency(b, ns, "plain", n, false)
+	webhooktest.StartServer(b, cl.Config, server.Options{Conf: testConf})
+	createLatency(b, ns, "warmfn", 10, true)
+	with := createLatency(b, ns, "fn", n, true)
+	report := func(name string, lat []time.Duration) {
+		b.ReportMetric(float64(pct(lat, 50).Microseconds()), name+"-p50-µs")
+		b.ReportMetric(float64(pct(lat, 99).Microseconds()), name+"-p99-µs")
+		b.ReportMetric(float64(mean(lat).Microseconds()), name+"-mean-µs")
+	}
+	report("without", without)
+	report("with", with)
+	b.ReportMetric(float64(pct(with, 50))/float64(pct(without, 50)), "ratio-p50")
+	b.ReportMetric(float64(mean(with))/float64(mean(without)), "ratio-mean")
+}
