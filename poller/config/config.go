@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/getkipper/skipper/webhook/function"
 )
 
 // Config is everything the poller needs; FromEnv fills it and validates every field.
@@ -41,6 +39,15 @@ type Config struct {
 	Grace        time.Duration // SIGTERM: time to finish in-flight work
 	PopEnd       string        // redis: left or right end the poller takes items from
 }
+
+// Triggers this poller serves: the trigger names of webhook/function (a test keeps them in
+// step). Declared here so the sidecar binary does not link the Kubernetes API packages.
+const (
+	TriggerPostgres = "postgres"
+	TriggerMySQL    = "mysql"
+	TriggerRedis    = "redis"
+	TriggerMinIO    = "minio"
+)
 
 // Env var names.
 const (
@@ -148,14 +155,14 @@ func (c *Config) validate() []string {
 		}
 	}
 	switch c.Trigger {
-	case function.TriggerPostgres, function.TriggerMySQL:
+	case TriggerPostgres, TriggerMySQL:
 		need(EnvSourceURL, c.SourceURL, "set it to the database URL or DSN")
 		need(EnvQuery, c.Query, "set it to a SELECT that returns the pending rows")
 		need(EnvMarkDone, c.MarkDone, "set it to an UPDATE or DELETE with {{column}} placeholders")
-	case function.TriggerRedis:
+	case TriggerRedis:
 		need(EnvSourceURL, c.SourceURL, "set it to redis://host:port/db")
 		need(EnvList, c.List, "set it to the name of the Redis list")
-	case function.TriggerMinIO:
+	case TriggerMinIO:
 		need(EnvBucket, c.Bucket, "set it to the MinIO bucket")
 		need(EnvMinIORedis, c.MinIORedisURL, "set it to the redis:// URL of MinIO's notify_redis target")
 		if c.List == "" {

@@ -56,6 +56,7 @@ type Source struct {
 	held    map[*item]struct{}
 	ready   chan *item      // retries that fell due
 	results chan outcome    // from workers
+	acks    chan *item      // delivered items waiting for their removal
 	running int             // workers started and not yet reported
 	hard    context.Context // POSTs in flight; cancelled when the grace period ends
 }
@@ -110,6 +111,7 @@ func New(o Options) *Source {
 		held:    map[*item]struct{}{},
 		ready:   make(chan *item, o.Concurrency),
 		results: make(chan outcome, o.Concurrency),
+		acks:    make(chan *item, o.Concurrency),
 	}
 }
 
@@ -182,6 +184,8 @@ func (s *Source) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.heartbeat(bg) }()
 	go func() { defer wg.Done(); s.recoverLoop(bg) }()
+	acked := make(chan struct{})
+	go func() { defer close(acked); s.acker(hard) }()
 
 	failures := 0
 	for ctx.Err() == nil {
@@ -230,6 +234,8 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	s.o.Metrics.SetReady(false)
 	s.shutdown(cancelHard)
+	close(s.acks) // no worker runs any more
+	<-acked
 	stopBG()
 	wg.Wait()
 	return nil
@@ -367,7 +373,12 @@ func (s *Source) claim(ctx context.Context, n int, block bool) ([]string, error)
 // work delivers the item's remaining events once and decides its next state.
 func (s *Source) work(hard context.Context, it *item) {
 	o := outcome{it: it}
-	defer func() { s.results <- o }()
+	acking := false
+	defer func() {
+		if !acking {
+			s.results <- o
+		}
+	}()
 	if it.badErr != nil {
 		o.err = it.badErr
 		o.state = s.bury(hard, it)
@@ -400,23 +411,55 @@ func (s *Source) work(hard context.Context, it *item) {
 		}
 		it.next++
 	}
-	o.state = s.ack(hard, it)
+	acking = true
+	s.acks <- it // the acker reports the outcome
 }
 
-// ack removes the delivered item; it retries while Redis is away because the function has
-// already handled the event.
-func (s *Source) ack(hard context.Context, it *item) string {
-	for attempt := 1; ; attempt++ {
-		_, err := s.o.Redis.TxPipelined(hard, func(p redis.Pipeliner) error {
-			p.LRem(hard, s.proc(), 1, it.raw)
-			p.HDel(hard, AttemptsKey(s.o.List), it.id)
-			return nil
-		})
-		if err == nil {
-			return "done"
+// maxAckBatch bounds how many delivered items one removal round trip covers.
+const maxAckBatch = 128
+
+// acker removes delivered items from the processing list, all waiting items in one
+// MULTI/EXEC round trip. It retries while Redis is away because the function has already
+// handled the events.
+func (s *Source) acker(hard context.Context) {
+	batch := make([]*item, 0, maxAckBatch)
+	for it := range s.acks {
+		batch = append(batch[:0], it)
+	more:
+		for len(batch) < maxAckBatch {
+			select {
+			case it, ok := <-s.acks:
+				if !ok {
+					break more
+				}
+				batch = append(batch, it)
+			default:
+				break more
+			}
 		}
-		if !s.retryRedis(hard, attempt, "remove a delivered item", err) {
-			return "abandoned"
+		state := "done"
+		for attempt := 1; ; attempt++ {
+			_, err := s.o.Redis.TxPipelined(hard, func(p redis.Pipeliner) error {
+				for _, it := range batch {
+					p.LRem(hard, s.proc(), 1, it.raw)
+				}
+				ids := make([]string, len(batch))
+				for i, it := range batch {
+					ids[i] = it.id
+				}
+				p.HDel(hard, AttemptsKey(s.o.List), ids...)
+				return nil
+			})
+			if err == nil {
+				break
+			}
+			if !s.retryRedis(hard, attempt, "remove delivered items", err) {
+				state = "abandoned"
+				break
+			}
+		}
+		for _, it := range batch {
+			s.results <- outcome{it: it, state: state}
 		}
 	}
 }

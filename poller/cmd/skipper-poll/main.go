@@ -25,7 +25,6 @@ import (
 	"github.com/getkipper/skipper/poller/pgdriver"
 	"github.com/getkipper/skipper/poller/redissource"
 	"github.com/getkipper/skipper/poller/sqlsource"
-	"github.com/getkipper/skipper/webhook/function"
 )
 
 func main() {
@@ -57,9 +56,9 @@ func run() int {
 	client := deliver.NewClient(cfg.TargetURL, cfg.Timeout, cfg.Concurrency)
 	backoff := deliver.Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax}
 	switch cfg.Trigger {
-	case function.TriggerPostgres, function.TriggerMySQL:
+	case config.TriggerPostgres, config.TriggerMySQL:
 		err = runSQL(ctx, cfg, log, m, client, backoff)
-	case function.TriggerRedis, function.TriggerMinIO:
+	case config.TriggerRedis, config.TriggerMinIO:
 		err = runRedis(ctx, cfg, log, m, client, backoff)
 	}
 	if err != nil {
@@ -72,7 +71,7 @@ func run() int {
 
 func runSQL(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metrics.Metrics, client *deliver.Client, backoff deliver.Backoff) error {
 	dialect, driverName, dsn := sqlsource.Postgres, "", cfg.SourceURL
-	if cfg.Trigger == function.TriggerMySQL {
+	if cfg.Trigger == config.TriggerMySQL {
 		dialect, driverName = sqlsource.MySQL, "mysql"
 		mc, err := mysql.ParseDSN(cfg.SourceURL)
 		if err != nil {
@@ -114,7 +113,7 @@ func runRedis(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metr
 	redisURL := cfg.SourceURL
 	var decode func(string) ([]deliver.Event, error)
 	popLeft := cfg.PopEnd == "left"
-	if cfg.Trigger == function.TriggerMinIO {
+	if cfg.Trigger == config.TriggerMinIO {
 		redisURL = cfg.MinIORedisURL
 		decode = miniosource.Decoder{Bucket: cfg.Bucket}.Decode
 		popLeft = true // MinIO appends with RPUSH
