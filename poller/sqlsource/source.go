@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/getkipper/skipper/poller/deliver"
@@ -105,9 +106,13 @@ func New(o Options) (*Source, error) {
 func (s *Source) Run(ctx context.Context) error {
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
-	committed := make(chan struct{})
-	go func() { defer close(committed); s.committer(hard) }()
-	defer func() { close(s.marks); <-committed }()
+	// A few committers: each mark-done is a round trip, and one committer alone caps
+	// throughput at one round trip per row.
+	var committers sync.WaitGroup
+	for range min(4, s.o.Concurrency) {
+		committers.Go(func() { s.committer(hard) })
+	}
+	defer func() { close(s.marks); committers.Wait() }()
 	failures := 0
 	var fatal error
 	for ctx.Err() == nil {

@@ -179,10 +179,24 @@ func TestSQLRetryAndPoison(t *testing.T) {
 				}
 				return 200
 			})
-			env := withEnv(sqlEnv(dialect, table, h.url()), "SKIPPER_MAX_ATTEMPTS", "4", "SKIPPER_COOLDOWN", "1h")
+			env := withEnv(sqlEnv(dialect, table, h.url()), "SKIPPER_MAX_ATTEMPTS", "4", "SKIPPER_COOLDOWN", "3s")
 			p := startPoller(t, env)
 			waitFor(t, 30*time.Second, "49 rows done", func() bool { return countDone(t, db, table) == 49 })
-			waitFor(t, 20*time.Second, "poison counted dead", func() bool { return p.metric(t, "skipper_poll_dead_total") == 1 })
+			waitFor(t, 20*time.Second, "poison counted dead", func() bool { return p.metric(t, "skipper_poll_dead_total") >= 1 })
+			poison := ""
+			h.mu.Lock()
+			for id, b := range h.bodies {
+				if strings.Contains(string(b), `"n1"`) {
+					poison = id
+				}
+			}
+			h.mu.Unlock()
+			if n := h.callsOf(poison); n != 4 {
+				t.Errorf("poison row tried %d times before being set aside, want SKIPPER_MAX_ATTEMPTS=4", n)
+			}
+			// Skipped during the cooldown, then a fresh set of attempts.
+			waitFor(t, 30*time.Second, "poison retried after the cooldown", func() bool { return h.callsOf(poison) > 4 })
+			waitFor(t, 20*time.Second, "poison dead again", func() bool { return p.metric(t, "skipper_poll_dead_total") == 2 })
 			if got := p.metric(t, "skipper_poll_retried_total"); got < 5 {
 				t.Errorf("retried_total = %v, want >= 5 (3 for the poison, 2 for the flaky row)", got)
 			}
