@@ -34,6 +34,9 @@ type CreateOptions struct {
 	Env                                     []string
 	URLWait                                 time.Duration
 
+	Source, Query, MarkDone, List, Bucket string
+	PollingInterval                       string
+
 	spec   skipper.Spec
 	dryRun skipper.DryRun
 }
@@ -41,16 +44,29 @@ type CreateOptions struct {
 func (r *Root) newCreateCommand() *cobra.Command {
 	o := &CreateOptions{root: r, PrintFlags: newPrintFlags("created")}
 	c := &cobra.Command{
-		Use:   "create NAME (--image IMAGE | --runtime node|python --code FILE)",
+		Use:   "create NAME (--image IMAGE | --runtime node|python --code FILE) [--trigger TRIGGER --source SECRET ...]",
 		Short: "Create a function",
 		Long: templates.LongDesc(`
 			Create a function: an annotated Deployment (and, for inline code, a ConfigMap
-			NAME-code). The Skipper webhook expands it; the URL it assigns is printed.`),
+			NAME-code). The Skipper webhook expands it; the URL it assigns is printed.
+
+			Event-triggered functions (--trigger postgres, mysql, redis or minio) read their
+			connection from --source, a Secret in the namespace whose key url holds the URL
+			(minio: also accessKey and secretKey). SQL triggers take --query and --mark-done,
+			redis takes --list, minio takes --bucket.`),
 		Example: templates.Examples(`
 			kubectl skipper create webhook-handler --image registry.example.com/webhook-handler:latest
 			kubectl skipper create hello --runtime python --code hello.py --idle-timeout 60
 			kubectl skipper create hello --runtime node --code - < hello.js
-			kubectl skipper create hello --image nginx --dry-run=server -o yaml`),
+			kubectl skipper create hello --image nginx --dry-run=server -o yaml
+
+			# Handle new rows of a PostgreSQL table
+			kubectl skipper create orders --image registry.example.com/orders:latest --trigger postgres --source mydb \
+			  --query "SELECT * FROM orders WHERE status = 'pending'" \
+			  --mark-done "UPDATE orders SET status = 'done' WHERE id = {{id}}"
+
+			# Handle items pushed to a Redis list, checking every 5 seconds
+			kubectl skipper create jobs --runtime python --code jobs.py --trigger redis --source myredis --list jobs --polling-interval 5`),
 		Args: exactArgs("NAME"),
 		RunE: func(c *cobra.Command, args []string) error {
 			if err := o.Complete(c, args); err != nil {
@@ -76,6 +92,12 @@ func (r *Root) newCreateCommand() *cobra.Command {
 	f.StringVar(&o.MemoryLimit, "memory-limit", "", "Memory limit, e.g. 256Mi")
 	f.StringArrayVar(&o.Env, "env", nil, "Environment variable KEY=VALUE (repeatable)")
 	f.DurationVar(&o.URLWait, "url-timeout", 10*time.Second, "How long to wait for the webhook to report the URL")
+	f.StringVar(&o.Source, "source", "", "Event triggers: Secret whose key url holds the connection URL (minio: also accessKey, secretKey)")
+	f.StringVar(&o.Query, "query", "", "postgres, mysql: SELECT that returns the pending rows")
+	f.StringVar(&o.MarkDone, "mark-done", "", "postgres, mysql: statement that marks a row done, with {{column}} placeholders")
+	f.StringVar(&o.List, "list", "", "redis: the list whose items are events (minio: the list MinIO's notify_redis target writes)")
+	f.StringVar(&o.Bucket, "bucket", "", "minio: the bucket whose object events start the function")
+	f.StringVar(&o.PollingInterval, "polling-interval", "", "Event triggers: seconds between checks for new events (or a duration such as 30s)")
 	cmdutil.AddDryRunFlag(c)
 	o.PrintFlags.AddFlags(c)
 	_ = c.RegisterFlagCompletionFunc("trigger", fixedCompletion(function.TriggerHTTP, function.TriggerPostgres, function.TriggerMySQL, function.TriggerRedis, function.TriggerMinIO))
@@ -100,8 +122,16 @@ func (o *CreateOptions) Complete(c *cobra.Command, args []string) error {
 	case cmdutil.DryRunServer:
 		o.dryRun = skipper.DryRunServer
 	}
-	s := skipper.Spec{Name: o.Name, Namespace: ns, Image: o.Image, Trigger: o.Trigger, Runtime: o.Runtime}
+	s := skipper.Spec{Name: o.Name, Namespace: ns, Image: o.Image, Trigger: o.Trigger, Runtime: o.Runtime,
+		Source: o.Source, Query: o.Query, MarkDone: o.MarkDone, List: o.List, Bucket: o.Bucket}
 	flags := c.Flags()
+	if flags.Changed("polling-interval") {
+		secs, err := parseSeconds("--polling-interval", o.PollingInterval)
+		if err != nil {
+			return err
+		}
+		s.PollingInterval = &secs
+	}
 	// Only what the user set becomes an annotation: the webhook owns the defaults.
 	if flags.Changed("port") {
 		s.Port = &o.Port
@@ -203,6 +233,10 @@ func (o *CreateOptions) Run(ctx context.Context) error {
 		}
 	}
 	writeSummary(out, d)
+	if triggerOf(d.Annotations) != function.TriggerHTTP {
+		fmt.Fprintf(out, "✔  Function %s created, will scale from 0 when events arrive\n", o.Name)
+		return nil
+	}
 	fmt.Fprintf(out, "✔  Function %s created, will scale from 0 on demand\n", o.Name)
 	return nil
 }
@@ -215,6 +249,17 @@ func writeSummary(out io.Writer, d *appsv1.Deployment) {
 	}
 	if img := (&skipper.Function{Deployment: d}).Image(); img != "" && ann[function.AnnotationRuntime] == "" {
 		fmt.Fprintf(out, "Image: %s\n", img)
+	}
+	for _, a := range []struct{ label, key string }{
+		{"Source", function.AnnotationSource}, {"Query", function.AnnotationQuery}, {"Mark done", function.AnnotationMarkDone},
+		{"List", function.AnnotationList}, {"Bucket", function.AnnotationBucket},
+	} {
+		if v := ann[a.key]; v != "" {
+			fmt.Fprintf(out, "%s: %s\n", a.label, v)
+		}
+	}
+	if v := ann[function.AnnotationPollingInterval]; v != "" && triggerOf(ann) != function.TriggerHTTP {
+		fmt.Fprintf(out, "Polling interval: %ss\n", v)
 	}
 	fmt.Fprintf(out, "Idle timeout: %ss\n", annotationOr(ann, function.AnnotationIdleTimeout, function.DefaultIdleTimeout))
 	if u := ann[function.AnnotationURL]; u != "" {

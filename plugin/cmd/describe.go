@@ -78,7 +78,22 @@ func writeDescription(out io.Writer, d *skipper.Description, now func() time.Tim
 	field("Port", annotationOr(ann, function.AnnotationPort, function.DefaultPort))
 	field("Idle timeout", annotationOr(ann, function.AnnotationIdleTimeout, function.DefaultIdleTimeout)+"s")
 	field("Max replicas", annotationOr(ann, function.AnnotationMaxReplicas, function.DefaultMaxReplicas))
-	field("URL", orNone(d.URL()))
+	if d.Trigger() == function.TriggerHTTP {
+		field("URL", orNone(d.URL()))
+	} else {
+		// Event triggers have no URL: what wakes them is the source.
+		for _, a := range []struct{ label, key string }{
+			{"Source", function.AnnotationSource}, {"Query", function.AnnotationQuery}, {"Mark done", function.AnnotationMarkDone},
+			{"List", function.AnnotationList}, {"Bucket", function.AnnotationBucket}, {"Polling interval", function.AnnotationPollingInterval},
+		} {
+			if v := ann[a.key]; v != "" {
+				if a.key == function.AnnotationPollingInterval {
+					v += "s"
+				}
+				field(a.label, v)
+			}
+		}
+	}
 	field("Status", string(d.Status))
 	field("Replicas", fmt.Sprintf("%d ready / %d desired", d.Ready, d.Desired))
 	var ctr *corev1.Container

@@ -28,7 +28,11 @@ func Run(args []string, streams genericiooptions.IOStreams) int {
 func (r *Root) Run(args []string) int {
 	c := r.Command()
 	c.SetArgs(args)
-	err := c.Execute()
+	ctx := r.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	err := c.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}

@@ -59,6 +59,12 @@ current-context: dead
 		{"create", "bad", "--image", "nginx", "--unknown-flag"},
 		{"create", "exists", "--image", "nginx", "-n", other},
 		{"create", "bad", "--image", "nginx", "--max-replicas", "5000"},
+		{"create", "bad", "--image", "nginx", "--trigger", "postgres", "--polling-interval", "0"},
+		{"create", "bad", "--image", "nginx", "--trigger", "redis", "--source", "src"},
+		{"run", "exists"},
+		{"run", "exists", "--local"},
+		{"run", "missing", "--local"},
+		{"run", "exists", "--local", "--port", "70000"},
 	}
 	for _, args := range cases {
 		_, errOut, code := s.run("", args...)

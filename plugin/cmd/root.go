@@ -3,6 +3,7 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -28,6 +29,9 @@ type Root struct {
 	Now func() time.Time
 	// LogSource overrides where live logs come from (unit tests only).
 	LogSource skipper.LogSource
+	// Context ends long-running commands (logs -f, run --local); main cancels it on
+	// SIGINT/SIGTERM. Nil means context.Background().
+	Context context.Context
 
 	project, environment string
 }
@@ -88,6 +92,7 @@ func (r *Root) Command() *cobra.Command {
 		r.newDescribeCommand(),
 		r.newLogsCommand(),
 		r.newDeleteCommand(),
+		r.newRunCommand(),
 		r.newEnvCommand(),
 		r.newSecretCommand(),
 		r.newVersionCommand(),

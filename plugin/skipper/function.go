@@ -45,6 +45,11 @@ type Spec struct {
 
 	Env       []corev1.EnvVar
 	Resources corev1.ResourceRequirements
+
+	// Event triggers (postgres, mysql, redis, minio): written as annotations as given; the
+	// webhook denies missing or contradictory ones, so the rules live in one place.
+	Source, Query, MarkDone, List, Bucket string
+	PollingInterval                       *int32
 }
 
 // Validate checks the spec before anything is sent to the cluster. Errors name the field,
@@ -87,6 +92,9 @@ func (s Spec) Validate() error {
 	if s.MaxReplicas != nil && *s.MaxReplicas < 1 {
 		return &InputError{Field: "--max-replicas", Value: strconv.Itoa(int(*s.MaxReplicas)), Fix: "use at least 1"}
 	}
+	if s.PollingInterval != nil && *s.PollingInterval < 1 {
+		return &InputError{Field: "--polling-interval", Value: strconv.Itoa(int(*s.PollingInterval)), Fix: "use a positive number of seconds, e.g. 10"}
+	}
 	return nil
 }
 
@@ -108,6 +116,15 @@ func (s Spec) Objects() (*appsv1.Deployment, *corev1.ConfigMap) {
 	setInt(function.AnnotationPort, s.Port)
 	setInt(function.AnnotationIdleTimeout, s.IdleTimeout)
 	setInt(function.AnnotationMaxReplicas, s.MaxReplicas)
+	setInt(function.AnnotationPollingInterval, s.PollingInterval)
+	for key, v := range map[string]string{
+		function.AnnotationSource: s.Source, function.AnnotationQuery: s.Query, function.AnnotationMarkDone: s.MarkDone,
+		function.AnnotationList: s.List, function.AnnotationBucket: s.Bucket,
+	} {
+		if v != "" {
+			ann[key] = v
+		}
+	}
 
 	selector := map[string]string{function.LabelFunctionName: s.Name}
 	zero := int32(0)
