@@ -7,21 +7,25 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/getkipper/skipper/webhook/claims"
+	"github.com/getkipper/skipper/webhook/function"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // BenchmarkHandler measures the mutating handler over HTTP (decode, expand, host
 // lookup, claim, diff, encode) with in-memory claims and host index, so it shows the
-// handler's own cost. The same handler on the real informer cache and apiserver is
-// BenchmarkAdmissionLive in webhook/integration. Reported: p50 and p99 per request.
+// handler's own cost; BenchmarkCreateLatency in webhook/integration measures creates
+// through the apiserver. Reported: p50 and p99 per request. CREATE-event is a postgres
+// function (sidecar injection, no host).
 func BenchmarkHandler(b *testing.B) {
-	for _, op := range []admissionv1.Operation{admissionv1.Update, admissionv1.Create} {
-		b.Run(string(op), func(b *testing.B) {
+	for _, name := range []string{"UPDATE", "CREATE", "CREATE-event"} {
+		op := admissionv1.Operation(strings.TrimSuffix(name, "-event"))
+		b.Run(name, func(b *testing.B) {
 			h, fc, hosts := newHandler(b)
 			for i := 0; i < 200; i++ {
 				hosts[fmt.Sprintf("www%d.example.com", i)] = []Use{{Kind: "Ingress", Namespace: fmt.Sprintf("app-%d", i), Name: "site"}}
@@ -29,6 +33,13 @@ func BenchmarkHandler(b *testing.B) {
 			mux := http.NewServeMux()
 			h.Register(mux)
 			d := loadDeployment(b)
+			if strings.HasSuffix(name, "-event") {
+				d.Annotations = map[string]string{
+					function.AnnotationTrigger: function.TriggerPostgres, function.AnnotationSource: "orders-db",
+					function.AnnotationQuery:    "SELECT * FROM orders WHERE status = 'pending'",
+					function.AnnotationMarkDone: "UPDATE orders SET status = 'done' WHERE id = {{id}}",
+				}
+			}
 			fc.held[testHost] = claims.Holder{Namespace: d.Namespace, Name: d.Name}
 			lat := make([]time.Duration, 0, b.N)
 			b.ResetTimer()

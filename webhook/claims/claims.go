@@ -180,6 +180,29 @@ func (s *Store) Release(ctx context.Context, h Holder) (time.Duration, error) {
 	return wait, nil
 }
 
+// Pending reports how long until the youngest of h's claims (read from the cache) leaves
+// its grace period, and whether h has any claim at all. While every claim is inside it,
+// Release would delete nothing, so the caller can wait without reading anything live.
+func (s *Store) Pending(ctx context.Context, h Holder) (wait time.Duration, any bool, err error) {
+	var list coordinationv1.LeaseList
+	if err := s.Client.List(ctx, &list, client.InNamespace(s.Namespace),
+		client.MatchingLabels{LabelClaim: "true", LabelHolderNS: h.Namespace, LabelHolderName: h.Name}); err != nil {
+		return 0, false, fmt.Errorf("list claims of %s: %w", h, err)
+	}
+	wait = -1
+	for i := range list.Items {
+		if holderOf(&list.Items[i]) != h {
+			continue
+		}
+		any = true
+		left := s.graceLeft(&list.Items[i])
+		if wait < 0 || left < wait {
+			wait = left
+		}
+	}
+	return wait, any, nil
+}
+
 // HolderOfClaim parses a claim Lease (for the reconciler's claim watch).
 func HolderOfClaim(obj client.Object) (Holder, bool) {
 	l := obj.GetLabels()

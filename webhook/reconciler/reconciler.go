@@ -326,16 +326,28 @@ func ownedBy(o client.Object, d *appsv1.Deployment) bool {
 // release frees the host claims of a Deployment that is gone, no longer a function or
 // now event-triggered, once a live read confirms it (the cache may lag behind).
 func (r *Reconciler) release(ctx context.Context, h claims.Holder) (ctrl.Result, error) {
+	// A claim that was just made (its function is being admitted right now) wakes this
+	// too; while every claim is inside its grace period nothing is read live, so the
+	// admission it races with is not slowed down.
+	wait, any, err := r.Claims.Pending(ctx, h)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !any {
+		return ctrl.Result{}, nil
+	}
+	if wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	var live appsv1.Deployment
-	err := r.Live.Get(ctx, client.ObjectKey{Namespace: h.Namespace, Name: h.Name}, &live)
+	err = r.Live.Get(ctx, client.ObjectKey{Namespace: h.Namespace, Name: h.Name}, &live)
 	if err == nil && function.IsFunction(&live) && function.IsHTTPTrigger(live.Annotations) && live.DeletionTimestamp == nil {
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	if err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, fmt.Errorf("read Deployment %s: %w", h, err)
 	}
-	wait, err := r.Claims.Release(ctx, h)
-	if err != nil {
+	if wait, err = r.Claims.Release(ctx, h); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: wait}, nil

@@ -400,7 +400,12 @@ func upsert[T client.Object](ctx context.Context, c client.Client, want T, creat
 	return nil
 }
 
+// ensureNamespace reads before it creates: the ServiceAccount of manifests/ may read its
+// namespace but not create namespaces.
 func ensureNamespace(ctx context.Context, c client.Client, name string) error {
+	if err := c.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{}); err == nil {
+		return nil
+	}
 	err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create system namespace %s: %w", name, err)

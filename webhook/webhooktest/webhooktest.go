@@ -43,11 +43,14 @@ func Start(t testing.TB, cfg *rest.Config, conf function.Config) {
 }
 
 // StartServer is Start with more options (Listen, CertDir, RestConfig, RegisterListen and
-// SelfSigned are filled in when empty).
+// SelfSigned are filled in when empty). cfg must be an admin: it waits until the apiserver
+// calls the webhook and removes the configurations at the end.
 func StartServer(t testing.TB, cfg *rest.Config, opts server.Options) *server.Server {
 	t.Helper()
 	setLogger.Do(func() { ctrl.SetLogger(Logger()) })
-	opts.RestConfig = cfg
+	if opts.RestConfig == nil {
+		opts.RestConfig = cfg // else the server runs as someone else (RBAC tests); cfg still probes and cleans up
+	}
 	if opts.Listen == "" {
 		opts.Listen = "127.0.0.1:0"
 	}
