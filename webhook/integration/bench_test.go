@@ -14,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -62,6 +63,25 @@ func createLatency(b *testing.B, ns, prefix string, n int, companions, claim boo
 	return lat
 }
 
+// updateLatency patches an annotation that is not Skipper's onto each of the n
+// Deployments prefix-0..n-1 and returns the latency of each patch: with the webhook this
+// is admission without a claim write (the host is already held).
+func updateLatency(b *testing.B, ns, prefix string, n int) []time.Duration {
+	c := kube(b)
+	lat := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-%d", prefix, i)}}
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{"example.com/revision":"%d"}}}`, i)
+		start := time.Now()
+		if err := c.Patch(context.Background(), d, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			b.Fatalf("patch %s: %v", d.Name, err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	return lat
+}
+
 func pct(lat []time.Duration, p int) time.Duration { return lat[len(lat)*p/100] }
 
 func mean(lat []time.Duration) time.Duration {
@@ -74,7 +94,8 @@ func mean(lat []time.Duration) time.Duration {
 
 // BenchmarkCreateLatency creates the same labelled Deployments through the apiserver
 // without the webhook registered, then with it (admission, host claim and the
-// reconciler writing companions in the background), side by side in one run. Run it with
+// reconciler writing companions in the background), side by side in one run; then
+// updates them, without and with the webhook. Run it with
 // -benchtime 1x: each phase makes its own fixed number of creates. n is bounded by the
 // test control plane's Service range (a /24): every function gets a ClusterIP Service.
 func BenchmarkCreateLatency(b *testing.B) {
@@ -84,9 +105,11 @@ func BenchmarkCreateLatency(b *testing.B) {
 	createLatency(b, ns, "warm", 5, false, false) // connections, caches
 	without := createLatency(b, ns, "plain", n, false, false)
 	claimOnly := createLatency(b, ns, "claimed", n, false, true)
+	updWithout := updateLatency(b, ns, "plain", n)
 	webhooktest.StartServer(b, cl.Config, server.Options{Conf: testConf})
 	createLatency(b, ns, "warmfn", 5, true, false)
 	with := createLatency(b, ns, "fn", n, true, false)
+	updWith := updateLatency(b, ns, "fn", n)
 	report := func(name string, lat []time.Duration) {
 		b.ReportMetric(float64(pct(lat, 50).Microseconds()), name+"-p50-µs")
 		b.ReportMetric(float64(pct(lat, 90).Microseconds()), name+"-p90-µs")
@@ -99,4 +122,7 @@ func BenchmarkCreateLatency(b *testing.B) {
 	b.ReportMetric(float64(pct(claimOnly, 50))/float64(pct(without, 50)), "floor-ratio-p50")
 	b.ReportMetric(float64(pct(with, 50))/float64(pct(without, 50)), "ratio-p50")
 	b.ReportMetric(float64(mean(with))/float64(mean(without)), "ratio-mean")
+	report("update-without", updWithout)
+	report("update-with", updWith)
+	b.ReportMetric(float64(pct(updWith, 50))/float64(pct(updWithout, 50)), "update-ratio-p50")
 }
