@@ -1,8 +1,8 @@
 # Webhook: unit, golden, fuzz seeds, manifests and integration tests on the local control plane.
 .PHONY: webhook-test webhook-bench webhook-fuzz webhook-golden
 
-webhook-test: tools ## webhook: every test (needs kubectl 1.32+ on PATH for the manifests test)
-	$(GO) test -count=1 -p 1 ./webhook/...
+webhook-test: tools ## webhook: every test (kubectl from $(TOOLS_DIR) renders manifests/ and runs the dry-run test)
+	PATH="$(TOOLS_DIR):$$PATH" $(GO) test -count=1 -p 1 ./webhook/...
 
 webhook-bench: tools ## webhook: handler latency p50/p99 and Deployment create latency with/without the webhook
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 2000x ./webhook/admission
