@@ -13,6 +13,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/getkipper/skipper/test/testenv"
 	"github.com/getkipper/skipper/webhook/function"
 )
@@ -30,6 +32,7 @@ func testImageFunction(t *testing.T) {
 	s.ok("", "list", "-o", "jsonpath={.items[*].metadata.name}")
 	s.ok("", "list", "-l", "getkipper.com/function-name!=x", "-o", "name")
 	s.ok("", "describe", "webhook-handler")
+	checkStructuredList(t, s)
 
 	s.ok("", "env", "set", "webhook-handler", "LOG_LEVEL=debug", "GREETING=hello")
 	s.ok("", "env", "list", "webhook-handler")
@@ -129,18 +132,26 @@ func testInlineFunction(t *testing.T) {
 	if err := os.WriteFile(editor, []byte("#!/bin/sh\nsed -i 's/v2/v3/' \"$1\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s.env["KUBE_EDITOR"] = editor
+	s.env["EDITOR"] = editor
 	s.replace(editor, "EDITOR_SCRIPT")
 	s.ok("", "edit", "hello")
 	if got := codeNow(); !strings.Contains(got, "v3") {
 		t.Errorf("code after edit = %q", got)
 	}
-	if h3 := hash(); h3 == h2 {
+	h3 := hash()
+	if h3 == h2 {
 		t.Errorf("code hash unchanged after edit: no rollout")
 	}
-	// An editor that changes nothing deploys nothing.
+	// KUBE_EDITOR wins over EDITOR, as in kubectl; an editor that changes nothing deploys
+	// nothing.
+	if err := os.WriteFile(editor, []byte("#!/bin/sh\nsed -i 's/v3/v4/' \"$1\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	s.env["KUBE_EDITOR"] = "true"
 	s.ok("", "edit", "hello")
+	if got := codeNow(); !strings.Contains(got, "v3") || hash() != h3 {
+		t.Errorf("an unchanged edit (KUBE_EDITOR=true) deployed: code %q", got)
+	}
 	s.ok("", "describe", "hello")
 	s.ok("", "delete", "hello", "--wait")
 	if _, err := cs.CoreV1().ConfigMaps(s.ns).Get(ctx, "hello-code", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -237,7 +248,45 @@ func testProjectEnvironment(t *testing.T) {
 	s.check()
 }
 
-var _ = appsv1.SchemeGroupVersion
+// checkStructuredList checks -o json, -o yaml and -A on the two functions of
+// testImageFunction (not in the transcript: the objects carry server-set fields).
+func checkStructuredList(t *testing.T, s *session) {
+	t.Helper()
+	for _, format := range []string{"json", "yaml"} {
+		out, errOut, code := s.runQuiet("list", "-o", format)
+		var list struct {
+			Kind  string              `json:"kind"`
+			Items []appsv1.Deployment `json:"items"`
+		}
+		if err := yaml.Unmarshal([]byte(out), &list); code != 0 || err != nil {
+			t.Fatalf("list -o %s: exit %d, %v\n%s%s", format, code, err, out, errOut)
+		}
+		var names []string
+		for _, d := range list.Items {
+			names = append(names, d.Name)
+		}
+		if list.Kind != "DeploymentList" || strings.Join(names, ",") != "other,webhook-handler" {
+			t.Errorf("list -o %s: kind %q, items %v; want a DeploymentList of other, webhook-handler", format, list.Kind, names)
+		}
+		if len(list.Items) > 0 && list.Items[0].Annotations[function.AnnotationURL] == "" {
+			t.Errorf("list -o %s: the webhook's URL annotation is missing", format)
+		}
+	}
+	out, _, code := s.runQuiet("list", "-A")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || !strings.HasPrefix(lines[0], "NAMESPACE") {
+		t.Fatalf("list -A: exit %d\n%s", code, out)
+	}
+	mine := 0
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, s.ns+" ") {
+			mine++
+		}
+	}
+	if mine != 2 {
+		t.Errorf("list -A shows %d functions of %s, want 2:\n%s", mine, s.ns, out)
+	}
+}
 
 // outputOnly drops the command lines from a transcript.
 func outputOnly(transcript string) string {
