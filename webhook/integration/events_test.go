@@ -285,4 +285,19 @@ func testCompanionDrift(t *testing.T) {
 		}
 		return *hso.Spec.Replicas.Max == 10, nil
 	})
+	// A core object (no generation of its own) and a label.
+	var svc corev1.Service
+	if err := c.Get(ctx(), key, &svc); err != nil {
+		t.Fatal(err)
+	}
+	patch = `{"metadata":{"labels":{"getkipper.com/function-name":"other"}},"spec":{"selector":{"getkipper.com/function-name":"other"}}}`
+	if err := c.Patch(ctx(), &svc, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, wait, "the reconciler to restore the Service's selector and label", func() (bool, error) {
+		if err := c.Get(ctx(), key, &svc); err != nil {
+			return false, err
+		}
+		return svc.Spec.Selector[function.LabelFunctionName] == "drift" && svc.Labels[function.LabelFunctionName] == "drift", nil
+	})
 }

@@ -27,6 +27,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -79,15 +80,28 @@ type Reconciler struct {
 	MiddlewareServed func(ctx context.Context) bool
 
 	// applied remembers, per function, the digest of each companion as last applied and
-	// the resourceVersion the apiserver answered with: while the cache shows that
-	// version, nobody has changed the companion since and an unchanged desired state
-	// needs no request. Any other change (a user's edit) shows a new version and is
-	// overwritten again.
+	// the version of the object the apiserver answered with (see versionOf): while the
+	// cache shows that version, nobody has changed the companion since and an unchanged
+	// desired state needs no request. Any other change (a user's edit) shows a new
+	// version and is overwritten again.
 	mu      sync.Mutex
 	applied map[types.NamespacedName]map[string]appliedState
 }
 
-type appliedState struct{ digest, resourceVersion string }
+type appliedState struct{ digest, version string }
+
+// versionOf identifies what a companion's writers other than KEDA's status updates
+// changed. Objects with a generation (the KEDA and HTTP add-on objects, whose status KEDA
+// rewrites on every poll while active) are identified by generation, labels, annotations
+// and owners, so status writes do not cause a re-apply; others by resourceVersion.
+func versionOf(o metav1.Object) string {
+	if o.GetGeneration() == 0 {
+		return "rv:" + o.GetResourceVersion()
+	}
+	meta, _ := json.Marshal([]any{o.GetLabels(), o.GetAnnotations(), o.GetOwnerReferences()})
+	sum := sha256.Sum256(meta)
+	return fmt.Sprintf("g:%d:%x", o.GetGeneration(), sum[:8])
+}
 
 // SetupWithManager registers the controller.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -241,7 +255,7 @@ func (r *Reconciler) apply(ctx context.Context, fn types.NamespacedName, o clien
 		// Typed companions are cached: compare without a request.
 		if last, ok := r.lastApplied(fn, key); ok && last.digest == want.digest {
 			cur := o.DeepCopyObject().(client.Object)
-			if err := r.Client.Get(ctx, client.ObjectKeyFromObject(o), cur); err == nil && cur.GetResourceVersion() == last.resourceVersion {
+			if err := r.Client.Get(ctx, client.ObjectKeyFromObject(o), cur); err == nil && versionOf(cur) == last.version {
 				return nil
 			}
 		}
@@ -251,7 +265,7 @@ func (r *Reconciler) apply(ctx context.Context, fn types.NamespacedName, o clien
 		return fmt.Errorf("apply %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 	}
 	// The apply answers with the object as stored.
-	want.resourceVersion = u.GetResourceVersion()
+	want.version = versionOf(u)
 	r.remember(fn, key, want)
 	return nil
 }
