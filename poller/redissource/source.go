@@ -200,7 +200,9 @@ func (s *Source) Run(ctx context.Context) error {
 			continue
 		}
 		free := s.o.Concurrency - len(s.held)
-		if free <= 0 {
+		if free <= 0 || (s.running > 0 && free < min(s.o.BatchSize, s.o.Concurrency)/2) {
+			// Few slots free and deliveries running: let more finish so each claim round
+			// trip moves a batch rather than an item or two.
 			s.wait(ctx, time.Second)
 			continue
 		}
@@ -219,6 +221,12 @@ func (s *Source) Run(ctx context.Context) error {
 		}
 		if failures > 0 {
 			s.o.Log.Info("redis reachable again", "list", s.o.List)
+			// A claim whose reply was lost (connection cut after Redis moved the item) left
+			// items in our processing list that we do not know of: take them over.
+			if orphans, err := s.orphans(ctx, items); err == nil && len(orphans) > 0 {
+				s.o.Log.Info("took over items a failed claim had moved", "items", len(orphans))
+				items = append(items, orphans...)
+			}
 		}
 		failures = 0
 		s.o.Metrics.SetReady(true)
@@ -368,6 +376,31 @@ func (s *Source) claim(ctx context.Context, n int, block bool) ([]string, error)
 		return nil, fmt.Errorf("wait on %s: %w", s.o.List, err)
 	}
 	return []string{v}, nil
+}
+
+// orphans lists the items of this poller's processing list that it neither holds nor has
+// just claimed.
+func (s *Source) orphans(ctx context.Context, claimed []string) ([]string, error) {
+	all, err := s.o.Redis.LRange(ctx, s.proc(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.proc(), err)
+	}
+	known := make(map[string]int, len(s.held))
+	for it := range s.held {
+		known[it.raw]++
+	}
+	for _, raw := range claimed {
+		known[raw]++
+	}
+	var out []string
+	for _, raw := range all {
+		if known[raw] > 0 {
+			known[raw]--
+			continue
+		}
+		out = append(out, raw)
+	}
+	return out, nil
 }
 
 // work delivers the item's remaining events once and decides its next state.

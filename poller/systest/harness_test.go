@@ -312,10 +312,12 @@ type proxy struct {
 	mu     sync.Mutex
 	ln     net.Listener
 	conns  map[net.Conn]struct{}
+	client map[net.Conn]bool // client-side ends
+	keepUp bool              // cutClients: leave the server-side ends open
 }
 
 func newProxy(t testing.TB, target string) *proxy {
-	p := &proxy{target: target, conns: map[net.Conn]struct{}{}}
+	p := &proxy{target: target, conns: map[net.Conn]struct{}{}, client: map[net.Conn]bool{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
@@ -344,9 +346,18 @@ func (p *proxy) serve(ln net.Listener) {
 			p.mu.Lock()
 			p.conns[c] = struct{}{}
 			p.conns[up] = struct{}{}
+			p.client[c] = true
 			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close(); c.Close() }()
-			go func() { io.Copy(c, up); up.Close(); c.Close() }()
+			closeUp := func() {
+				p.mu.Lock()
+				keep := p.keepUp
+				p.mu.Unlock()
+				if !keep {
+					up.Close()
+				}
+			}
+			go func() { io.Copy(up, c); closeUp(); c.Close() }()
+			go func() { io.Copy(c, up); closeUp(); c.Close() }()
 		}
 	}()
 }
@@ -363,9 +374,31 @@ func (p *proxy) cut() {
 		c.Close()
 	}
 	clear(p.conns)
+	clear(p.client)
+}
+
+// cutClients closes the listener and the client-side ends only: the server keeps serving
+// commands it already received, and their replies are lost, as when a network path dies
+// after the request got through.
+func (p *proxy) cutClients() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.keepUp = true
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.client {
+		c.Close()
+		delete(p.conns, c)
+	}
+	clear(p.client)
 }
 
 func (p *proxy) restore(t testing.TB) {
+	p.mu.Lock()
+	p.keepUp = false
+	p.mu.Unlock()
 	ln, err := net.Listen("tcp", p.addr)
 	if err != nil {
 		t.Fatalf("proxy relisten on %s: %v", p.addr, err)

@@ -252,3 +252,39 @@ func TestRedisSigterm(t *testing.T) {
 		t.Fatal("the in-flight delivery did not finish")
 	}
 }
+
+// The connection dies after Redis moved an item for a blocked BLMOVE but before the reply
+// reached the poller: the item sits in the poller's processing list unknown to it. Once
+// Redis is reachable again the poller takes it over and delivers it.
+func TestRedisLostClaimReply(t *testing.T) {
+	rdb := openRedis(t)
+	list := redisList(t, rdb, "skp_r_lostreply")
+	px := newProxy(t, redisAddr)
+	h := newHandler(t, nil)
+	env := withEnv(redisEnv(list, h.url()), "SKIPPER_SOURCE_URL", "redis://"+px.addr+"/0", "SKIPPER_LEASE", "30s")
+	p := startPoller(t, env)
+	for attempt := 1; ; attempt++ {
+		// The poller holds nothing, so it is blocked in BLMOVE (1 s) on the list.
+		px.cutClients()
+		item := fmt.Sprintf(`{"lost_reply":%d}`, attempt)
+		push(t, rdb, list, item)
+		waitFor(t, 5*time.Second, "item taken or left", func() bool { return processingTotal(t, rdb, list)+llen(t, rdb, list) == 1 })
+		stranded := processingTotal(t, rdb, list) == 1
+		px.restore(t)
+		waitFor(t, 30*time.Second, "item delivered", func() bool { return h.okCount() == attempt })
+		waitFor(t, 10*time.Second, "nothing left", func() bool {
+			return llen(t, rdb, list) == 0 && processingTotal(t, rdb, list) == 0
+		})
+		if stranded {
+			if !strings.Contains(p.logs.String(), "took over items a failed claim had moved") {
+				t.Fatal("no log line for the taken-over item")
+			}
+			break
+		}
+		// The pending BLMOVE had timed out before the push: the item stayed in the list and
+		// the case under test did not happen; try again.
+		if attempt == 10 {
+			t.Fatal("could not strand an item in 10 attempts")
+		}
+	}
+}
