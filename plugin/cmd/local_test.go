@@ -155,7 +155,7 @@ func testRunLocalPostgres(t *testing.T) {
 	createSourceSecret(t, s.ns, "pgsrc", map[string]string{"url": postgresURL})
 	code := filepath.Join(t.TempDir(), "orders.js")
 	if err := os.WriteFile(code, []byte(`module.exports = async (event, context) => {
-  console.log("handled order " + event.id + " " + event.item + " via " + context.trigger + " in " + context.functionName + " " + process.env.GREETING);
+  console.log("handled order " + event.id + " " + event.item + " via " + context.trigger + " in " + context.functionName + " " + process.env.GREETING + " token " + (process.env.API_TOKEN || "").length);
   return { statusCode: 204 };
 };
 `), 0o644); err != nil {
@@ -167,6 +167,8 @@ func testRunLocalPostgres(t *testing.T) {
 		"--mark-done", "UPDATE "+table+" SET status = 'done' WHERE id = {{id}}",
 		"--polling-interval", "1", "--env", "GREETING=hi")
 	s.check()
+	// The function's Secret reaches the local runtime through envFrom, as in the pod.
+	s.ok("", "secret", "set", "orders", "API_TOKEN", "--from-literal", "12345")
 
 	out, stop := s.background("run", "orders", "--local", "--poller", skipperPoll(t))
 	pending := func() (int, error) {
@@ -188,7 +190,7 @@ func testRunLocalPostgres(t *testing.T) {
 	}
 	got := out.String()
 	for i, item := range []string{"apple", "pear", "plum", "fig"} {
-		want := fmt.Sprintf("[function] handled order %d %s via postgres in orders hi", i+1, item)
+		want := fmt.Sprintf("[function] handled order %d %s via postgres in orders hi token 5", i+1, item)
 		if strings.Count(got, want) < 1 {
 			t.Errorf("output lacks %q", want)
 		}
