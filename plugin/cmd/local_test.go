@@ -167,6 +167,9 @@ func testRunLocalPostgres(t *testing.T) {
 		"--mark-done", "UPDATE "+table+" SET status = 'done' WHERE id = {{id}}",
 		"--polling-interval", "1", "--env", "GREETING=hi")
 	s.check()
+	if out, _, _ := s.runQuiet("describe", "orders"); !strings.Contains(out, "Source:") || !strings.Contains(out, "pgsrc") || !strings.Contains(out, "Mark done:") {
+		t.Errorf("describe of an event function lacks its source:\n%s", out)
+	}
 	// The function's Secret reaches the local runtime through envFrom, as in the pod.
 	s.ok("", "secret", "set", "orders", "API_TOKEN", "--from-literal", "12345")
 
