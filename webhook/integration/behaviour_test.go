@@ -83,9 +83,17 @@ func testUpdate(t *testing.T) {
 }
 
 func testIdempotent(t *testing.T) {
-	c := kube(t)
 	ns := testenv.Namespace(t)
-	d := fn(ns, "idem", nil)
+	t.Run("http", func(t *testing.T) { checkIdempotent(t, fn(ns, "idem", nil)) })
+	// The sidecar, its probes and resources go through the apiserver's defaulting too.
+	t.Run("postgres", func(t *testing.T) { checkIdempotent(t, fn(ns, "idem-pg", eventAnnotations(function.TriggerPostgres))) })
+	inline := eventAnnotations(function.TriggerMinIO)
+	inline[function.AnnotationRuntime] = function.RuntimePython
+	t.Run("inline minio", func(t *testing.T) { checkIdempotent(t, fn(ns, "idem-minio", inline)) })
+}
+
+func checkIdempotent(t *testing.T, d *appsv1.Deployment) {
+	c := kube(t)
 	mustCreate(t, d)
 	// Sending the webhook's own output back is a no-op: nothing changes, so the
 	// apiserver does not even write a new resourceVersion. (The Deployment controller
