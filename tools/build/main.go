@@ -178,7 +178,8 @@ func build(name string, t tool, version, out string) error {
 			return err
 		}
 		args := []string{"build", "-o", out + "/"}
-		if t.mainGo != "" {
+		// One package: name the binary as listed (keda's cmd/operator becomes keda-operator).
+		if t.mainGo != "" || (len(t.pkgs) == 1 && len(t.bins) == 1) {
 			args = []string{"build", "-o", filepath.Join(out, t.bins[0])}
 		}
 		args = append(args, ldflags...)
