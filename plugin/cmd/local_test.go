@@ -5,6 +5,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -259,5 +261,50 @@ func testRunLocalRedis(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("run --local output:\n%s", got)
+	}
+}
+
+// An image function runs locally with --command, on the port it is given in $PORT; the
+// interrupt stops it (and what its shell started).
+func testRunLocalCommand(t *testing.T) {
+	s := newSession(t)
+	s.ok("", "create", "web", "--image", "registry.example.com/web:1", "--env", "GREETING=hello")
+	port := freePort(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("local web\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The shell expands $PORT and $GREETING from the environment run --local builds.
+	out, stop := s.background("run", "web", "--local", "--port", fmt.Sprint(port),
+		"--command", "echo greeting=$GREETING port=$PORT; cd "+dir+" && /usr/bin/python3 -m http.server $PORT --bind 127.0.0.1")
+	url := fmt.Sprintf("http://127.0.0.1:%d/index.html", port)
+	var body string
+	testenv.Eventually(t, 30*time.Second, "the command serves on $PORT", func() (bool, error) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		body = string(b)
+		return err == nil && resp.StatusCode == http.StatusOK, err
+	})
+	if body != "local web\n" {
+		t.Errorf("GET %s = %q", url, body)
+	}
+	if code := stop(); code != 0 {
+		t.Errorf("run --local exit %d after interrupt, want 0", code)
+	}
+	if _, err := http.Get(url); err == nil {
+		t.Errorf("the command still serves on %d after run --local stopped", port)
+	}
+	got := out.String()
+	for _, want := range []string{
+		fmt.Sprintf("[skipper] function web (http) listening on http://127.0.0.1:%d", port),
+		fmt.Sprintf("[function] greeting=hello port=%d", port),
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
 	}
 }

@@ -41,6 +41,7 @@ func TestPlugin(t *testing.T) {
 		{"Logs", testLogs},
 		{"RunLocalPostgres", testRunLocalPostgres},
 		{"RunLocalRedis", testRunLocalRedis},
+		{"RunLocalCommand", testRunLocalCommand},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
