@@ -67,7 +67,19 @@ func (e *LocalError) Error() string { return e.Msg }
 // read, and returns the processes that run it here. The skipper-poll environment is the
 // sidecar's as the webhook wrote it (or as the webhook's expansion would write it, when
 // the Deployment has no sidecar), with the target and metrics address made local.
-func (c *Client) PlanLocal(ctx context.Context, namespace, name string, o LocalOptions) (plan *LocalPlan, err error) {
+func (c *Client) PlanLocal(ctx context.Context, namespace, name string, o LocalOptions) (*LocalPlan, error) {
+	plan, err := c.planLocal(ctx, namespace, name, o)
+	if err != nil && plan != nil && plan.dir != "" {
+		os.RemoveAll(plan.dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+// planLocal may return a partial plan with an error, so PlanLocal can remove its code dir.
+func (c *Client) planLocal(ctx context.Context, namespace, name string, o LocalOptions) (plan *LocalPlan, err error) {
 	d, err := c.Get(ctx, namespace, name)
 	if err != nil {
 		return nil, err
@@ -93,21 +105,16 @@ func (c *Client) PlanLocal(ctx context.Context, namespace, name string, o LocalO
 	// The pod binds 0.0.0.0 in its own network namespace; here only this machine may call.
 	fnEnv["SKIPPER_HOST"] = "127.0.0.1"
 
-	defer func() {
-		if err != nil && plan != nil && plan.dir != "" {
-			os.RemoveAll(plan.dir)
-		}
-	}()
 	if rt := d.Annotations[function.AnnotationRuntime]; rt != "" {
 		if o.Command != "" {
-			return nil, &LocalError{Msg: fmt.Sprintf("function %s is inline %s code: drop --command, the runtime runs it", name, rt)}
+			return plan, &LocalError{Msg: fmt.Sprintf("function %s is inline %s code: drop --command, the runtime runs it", name, rt)}
 		}
 		if err := plan.inline(ctx, c, d, rt, o, fnEnv); err != nil {
-			return nil, err
+			return plan, err
 		}
 	} else {
 		if o.Command == "" {
-			return nil, &LocalError{Msg: fmt.Sprintf("function %s runs image %s: pass --command with the command that starts it on this machine, e.g. --command './server'", name, fn.Image)}
+			return plan, &LocalError{Msg: fmt.Sprintf("function %s runs image %s: pass --command with the command that starts it on this machine, e.g. --command './server'", name, fn.Image)}
 		}
 		plan.Function = LocalProcess{Name: "function", Path: shell[0], Args: append(append([]string{}, shell[1:]...), o.Command), Env: environ(fnEnv)}
 	}
@@ -117,11 +124,11 @@ func (c *Client) PlanLocal(ctx context.Context, namespace, name string, o LocalO
 	}
 	sidecar, err := pollerContainer(d)
 	if err != nil {
-		return nil, err
+		return plan, err
 	}
 	pollEnv, err := res.container(ctx, sidecar)
 	if err != nil {
-		return nil, err
+		return plan, err
 	}
 	pollEnv[function.PollEnvTargetURL] = "http://127.0.0.1:" + strconv.Itoa(plan.Port) + function.EventPath
 	if o.MetricsAddr != "" {
@@ -129,12 +136,12 @@ func (c *Client) PlanLocal(ctx context.Context, namespace, name string, o LocalO
 	} else {
 		p, err := freePort()
 		if err != nil {
-			return nil, err
+			return plan, err
 		}
 		pollEnv[function.PollEnvMetricsAddr] = "127.0.0.1:" + strconv.Itoa(p)
 	}
 	if o.Poller == "" {
-		return nil, &LocalError{Msg: "skipper-poll not found: pass --poller PATH, set SKIPPER_POLL, or put skipper-poll next to kubectl-skipper or on PATH (make build writes bin/skipper-poll)"}
+		return plan, &LocalError{Msg: "skipper-poll not found: pass --poller PATH, set SKIPPER_POLL, or put skipper-poll next to kubectl-skipper or on PATH (make build writes bin/skipper-poll)"}
 	}
 	plan.Poller = &LocalProcess{Name: function.PollerContainerName, Path: o.Poller, Env: environ(pollEnv)}
 	return plan, nil
