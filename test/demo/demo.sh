@@ -145,7 +145,7 @@ for _ in $(seq 1 450); do
 done
 kill -INT "$local_pid" 2>/dev/null || true
 wait "$local_pid" || true
-grep -i 'packing' "$DEV_DIR/run-local.out" | sed 's/^/  /' || true
+grep -E 'packing|"level":"(WARN|ERROR)"' "$DEV_DIR/run-local.out" | sed 's/^/  /' || true
 [ "$(psql -c "SELECT count(*) FROM $table WHERE status = 'done'")" = 3 ] || { cat "$DEV_DIR/run-local.out" >&2; fail "the orders were not all marked done"; }
 psql -c "SELECT id, item, status FROM $table ORDER BY id" | sed 's/^/  /'
 
