@@ -360,10 +360,7 @@ func (s *Source) session() (*sql.Conn, error) {
 	switch {
 	case len(s.unlockQ) > 0:
 		octx, cancel := opCtx()
-		err := s.o.DB.PingContext(octx) // cheap check first so an outage does not eat the session
-		if err == nil {
-			err = s.claims.unlock(octx, conn, s.unlockQ)
-		}
+		err := s.claims.unlock(octx, conn, s.unlockQ)
 		cancel()
 		if err != nil {
 			s.dropLock()
