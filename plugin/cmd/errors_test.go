@@ -1,10 +1,14 @@
 package cmd_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/getkipper/skipper/test/testenv"
 )
@@ -29,6 +33,12 @@ current-context: dead
 	// another namespace.
 	other := testenv.Namespace(t)
 	s.replace(other, "OTHER_NAMESPACE")
+	// The webhook names the companion that holds the host (Ingress or HTTPScaledObject,
+	// whichever it finds first), so wait until the reconciler wrote the Ingress.
+	testenv.Eventually(t, 30*time.Second, "the Ingress of function exists", func() (bool, error) {
+		_, err := testenv.Clientset(t).NetworkingV1().Ingresses(s.ns).Get(context.Background(), "exists", metav1.GetOptions{})
+		return err == nil, nil
+	})
 	cases := [][]string{
 		{"list", "--kubeconfig", dead},
 		{"list", "--kubeconfig", "/nonexistent/kubeconfig"},

@@ -139,6 +139,9 @@ var (
 	// ReplicaSets of a Deployment: NAME-<pod-template-hash>, as events name them.
 	rsRE   = regexp.MustCompile(`(replicaset/|replica set )([a-z0-9-]+)-[a-z0-9]{8,10}\b`)
 	metaRE = regexp.MustCompile(`(?m)^(\s*)(uid|resourceVersion|creationTimestamp|generation): .*$`)
+	// Which companion of a function the webhook names as holding a host depends on which
+	// the reconciler wrote first.
+	holderRE = regexp.MustCompile(`(used by|remove that host from) (Ingress|HTTPScaledObject) `)
 )
 
 // normalise removes what changes from run to run: namespace names, ages, pod suffixes,
@@ -147,6 +150,7 @@ var (
 func (s *session) normalise(text string) string {
 	text = strings.NewReplacer(s.replacer...).Replace(text)
 	text = metaRE.ReplaceAllString(text, "${1}${2}: X")
+	text = holderRE.ReplaceAllString(text, "${1} COMPANION ")
 	text = podRE.ReplaceAllString(text, "${1}-HASH-SUFFIX")
 	text = rsRE.ReplaceAllString(text, "${1}${2}-HASH")
 	var lines []string
