@@ -187,9 +187,12 @@ func TestRedisSourceOutage(t *testing.T) {
 	waitFor(t, 20*time.Second, "first item", func() bool { return h.okCount() == 1 })
 	px.cut()
 	push(t, rdb, list, `{"a":2}`, `{"a":3}`)
-	waitFor(t, 20*time.Second, "poller notices the outage", func() bool { return p.metric(t, "skipper_poll_source_errors_total") > 0 })
+	waitFor(t, 20*time.Second, "poller notices the outage and reports not ready", func() bool {
+		return p.metric(t, "skipper_poll_source_errors_total") > 0 && !p.ready()
+	})
 	px.restore(t)
 	waitFor(t, 30*time.Second, "items after the outage", func() bool { return h.okCount() == 3 })
+	waitFor(t, 10*time.Second, "ready again", p.ready)
 	if p.exited() {
 		t.Fatal("poller exited during the outage")
 	}

@@ -264,12 +264,15 @@ func TestSQLSourceOutage(t *testing.T) {
 			waitFor(t, 20*time.Second, "first rows done", func() bool { return countDone(t, db, table) == 10 })
 			px.cut()
 			insertRows(t, db, dialect, table, 11, 21)
-			waitFor(t, 20*time.Second, "poller notices the outage", func() bool { return p.metric(t, "skipper_poll_source_errors_total") > 0 })
+			waitFor(t, 20*time.Second, "poller notices the outage and reports not ready", func() bool {
+				return p.metric(t, "skipper_poll_source_errors_total") > 0 && !p.ready()
+			})
 			if countDone(t, db, table) != 10 {
 				t.Fatal("rows done while the source was cut")
 			}
 			px.restore(t)
 			waitFor(t, 30*time.Second, "rows after the outage done", func() bool { return countDone(t, db, table) == 20 })
+			waitFor(t, 10*time.Second, "ready again", p.ready)
 			if p.exited() {
 				t.Fatal("poller exited during the outage")
 			}
