@@ -65,6 +65,24 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// waitForNoError polls f until it returns nil; on timeout the last error is reported.
+func waitForNoError(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	var last error
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if last = f(); last == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, last)
+		}
+		<-tick.C
+	}
+}
+
 func uniq(prefix string) string {
 	return fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), time.Now().UnixNano()%1_000_000_000)
 }

@@ -338,9 +338,10 @@ func TestChaosMinIO(t *testing.T) {
 		t.Fatalf("make bucket: %v", err)
 	}
 	// The pollers configure the notification too; doing it first means no put can precede it.
-	if err := miniosource.EnsureNotification(ctx, m.endpoint(), minioUser, minioPassword, bucket, config.DefaultMinIOARN); err != nil {
-		t.Fatalf("bucket notification: %v", err)
-	}
+	// MinIO may still be bringing its notify target up right after start: retry.
+	waitForNoError(t, 30*time.Second, "bucket notification set", func() error {
+		return miniosource.EnsureNotification(ctx, m.endpoint(), minioUser, minioPassword, bucket, config.DefaultMinIOARN)
+	})
 	var produced atomic.Int64
 	errs := make(chan error, 1)
 	go func() {
