@@ -308,3 +308,39 @@ func testRunLocalCommand(t *testing.T) {
 		}
 	}
 }
+
+// create writes the contract's annotations for the MySQL and MinIO triggers too (the
+// webhook accepts them; PostgreSQL and Redis are covered by the run --local tests).
+func testCreateEventTriggers(t *testing.T) {
+	s := newSession(t)
+	cs := testenv.Clientset(t)
+	cases := []struct {
+		args []string
+		want map[string]string
+	}{
+		{[]string{"create", "my-orders", "--image", "img:1", "--trigger", "mysql", "--source", "mydb",
+			"--query", "SELECT * FROM orders WHERE status = 'pending'", "--mark-done", "UPDATE orders SET status = 'done' WHERE id = {{id}}", "--polling-interval", "30s"},
+			map[string]string{"trigger": "mysql", "source": "mydb", "query": "SELECT * FROM orders WHERE status = 'pending'",
+				"mark-done": "UPDATE orders SET status = 'done' WHERE id = {{id}}", "polling-interval": "30"}},
+		{[]string{"create", "uploads", "--image", "img:1", "--trigger", "minio", "--source", "store", "--bucket", "uploads", "--list", "uploads-events"},
+			map[string]string{"trigger": "minio", "source": "store", "bucket": "uploads", "list": "uploads-events"}},
+	}
+	for _, c := range cases {
+		out := s.ok("", c.args...)
+		if !strings.Contains(out, "will scale from 0 when events arrive") {
+			t.Errorf("create %s:\n%s", c.args[1], out)
+		}
+		d, err := cs.AppsV1().Deployments(s.ns).Get(context.Background(), c.args[1], metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range c.want {
+			if got := d.Annotations["getkipper.com/"+k]; got != v {
+				t.Errorf("%s: annotation getkipper.com/%s = %q, want %q", c.args[1], k, got, v)
+			}
+		}
+		if d.Annotations["getkipper.com/url"] != "" {
+			t.Errorf("%s: an event function got a URL: %s", c.args[1], d.Annotations["getkipper.com/url"])
+		}
+	}
+}

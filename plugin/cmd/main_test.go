@@ -42,6 +42,7 @@ func TestPlugin(t *testing.T) {
 		{"RunLocalPostgres", testRunLocalPostgres},
 		{"RunLocalRedis", testRunLocalRedis},
 		{"RunLocalCommand", testRunLocalCommand},
+		{"CreateEventTriggers", testCreateEventTriggers},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
