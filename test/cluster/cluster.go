@@ -416,12 +416,16 @@ func installCRDs(ctx context.Context, repo, kubectl, kubeconfig string) error {
 	if err := apply("-f", filepath.Join(httpAddon, "config", "crd", "bases")); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, kubectl, "--kubeconfig="+kubeconfig, "wait", "--for=condition=Established",
-		"--timeout=60s", "crd/scaledobjects.keda.sh", "crd/triggerauthentications.keda.sh", "crd/httpscaledobjects.http.keda.sh").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("wait for CRDs: %w\n%s", err, out)
-	}
-	return nil
+	// kubectl wait fails at once ("accessor error") when a CRD has no status yet, so it is
+	// retried until the deadline rather than trusted to wait by itself.
+	return poll(ctx, 60*time.Second, "the KEDA and HTTP add-on CRDs to be Established", func() error {
+		out, err := exec.CommandContext(ctx, kubectl, "--kubeconfig="+kubeconfig, "wait", "--for=condition=Established",
+			"--timeout=10s", "crd/scaledobjects.keda.sh", "crd/triggerauthentications.keda.sh", "crd/httpscaledobjects.http.keda.sh").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	})
 }
 
 // moduleDir is where the Go module cache holds a dependency of the repository at the pinned version.
