@@ -12,7 +12,7 @@ plugin-test: tools tools-loki tools-krew ## plugin: every test (transcripts, run
 plugin-krew-test: tools tools-krew ## plugin: validate the manifest and install the archive with krew
 	$(GO) test -count=1 -run TestKrew ./plugin/internal/dist
 
-plugin-bench: tools ## plugin: list over 1,000 functions vs kubectl get deploy (docs/benchmarks/plugin.md)
+plugin-bench: tools ## plugin: list over 1,000 functions vs kubectl get deploy (docs/benchmarks.md)
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 15m ./plugin/bench
 
 plugin-golden: tools tools-loki ## plugin: rewrite the transcripts after a deliberate change (review the diff)

@@ -1,6 +1,6 @@
 // Package bench measures `kubectl skipper list` over 1,000 functions against
 // `kubectl get deploy -l getkipper.com/function=true` on the local control plane
-// (make plugin-bench; results in docs/benchmarks/plugin.md).
+// (make plugin-bench; results in docs/benchmarks.md).
 package bench
 
 import (

@@ -1,7 +1,7 @@
 // Package miniosource turns MinIO bucket notifications into function events. MinIO's
 // notify_redis target (format access) appends each notification to a Redis list; the
 // poller consumes that list like the redis trigger and decodes every entry here into one
-// event per object put or delete. See docs/design/poller.md for why this route.
+// event per object put or delete. See docs/design.md for why this route.
 package miniosource
 
 import (

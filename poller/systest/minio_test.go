@@ -184,7 +184,7 @@ func TestMinIOPutAndDelete(t *testing.T) {
 	}
 	put("while-down.txt")
 	waitFor(t, 20*time.Second, "event queued in Redis while no poller runs", func() bool { return llen(t, rdb, list) >= 1 })
-	// What MinIO really writes (docs/design/poller.md): a JSON array of {"Event": [...], "EventTime": ...}.
+	// What MinIO really writes (docs/design.md): a JSON array of {"Event": [...], "EventTime": ...}.
 	raw, err := rdb.LIndex(ctx, list, 0).Result()
 	if err != nil {
 		t.Fatalf("read queued entry: %v", err)
