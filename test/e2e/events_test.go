@@ -27,7 +27,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/getkipper/skipper/test/testenv"
@@ -63,8 +62,8 @@ func TestEventFunctionsScaleFromZeroAndBack(t *testing.T) {
 			t.Fatalf("%s is missing: run make build first (%v)", bin, err)
 		}
 	}
-	pg := openDB(t, "pgx", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	my := openDB(t, "mysql", "root@tcp(127.0.0.1:3306)/test")
+	pg := testenv.OpenDB(t, "pgx", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	my := testenv.OpenDB(t, "mysql", "root@tcp(127.0.0.1:3306)/test")
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("Redis on 127.0.0.1:6379 is required: %v", err)
@@ -81,12 +80,12 @@ func TestEventFunctionsScaleFromZeroAndBack(t *testing.T) {
 				}
 			},
 			setup: func(t *testing.T, table string) {
-				execSQL(t, db, fmt.Sprintf("CREATE TABLE %s (id INT PRIMARY KEY, item VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL)", table))
+				testenv.ExecSQL(t, db, fmt.Sprintf("CREATE TABLE %s (id INT PRIMARY KEY, item VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL)", table))
 				t.Cleanup(func() { _, _ = db.Exec("DROP TABLE " + table) })
 			},
 			add: func(t *testing.T, table string, n int) {
 				for i := 1; i <= n; i++ {
-					execSQL(t, db, fmt.Sprintf("INSERT INTO %s (id, item, status) VALUES (%d, 'order-%d', 'pending')", table, i, i))
+					testenv.ExecSQL(t, db, fmt.Sprintf("INSERT INTO %s (id, item, status) VALUES (%d, 'order-%d', 'pending')", table, i, i))
 				}
 			},
 			pending: func(table string) (int, error) {
@@ -152,7 +151,7 @@ func TestEventFunctionsScaleFromZeroAndBack(t *testing.T) {
 			t.Logf("kubectl skipper create:\n%s", out)
 
 			dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "orders", Namespace: ns}}
-			waitReplicas(t, c, dep, 0, 30*time.Second)
+			testenv.WaitReplicas(t, c, dep, 0, 30*time.Second)
 			so := &kedav1alpha1.ScaledObject{}
 			testenv.Eventually(t, time.Minute, "the ScaledObject written by the reconciler to be Ready", func() (bool, error) {
 				if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "orders"}, so); err != nil {
@@ -163,7 +162,7 @@ func TestEventFunctionsScaleFromZeroAndBack(t *testing.T) {
 			})
 
 			src.add(t, source, 3)
-			waitReplicas(t, c, dep, 1, 90*time.Second)
+			testenv.WaitReplicas(t, c, dep, 1, 90*time.Second)
 
 			// The pod runs on a fake node; the function's containers run here, as the pod
 			// would run them, with the same environment.
@@ -191,7 +190,7 @@ func TestEventFunctionsScaleFromZeroAndBack(t *testing.T) {
 				t.Errorf("context.trigger is not %q:\n%s", trigger, got)
 			}
 
-			waitReplicas(t, c, dep, 0, 90*time.Second)
+			testenv.WaitReplicas(t, c, dep, 0, 90*time.Second)
 		})
 	}
 }
@@ -250,35 +249,4 @@ func startLocal(t *testing.T, bin, kubeconfig string, args ...string) (stop func
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-func waitReplicas(t *testing.T, c client.Client, dep *appsv1.Deployment, want int32, timeout time.Duration) {
-	t.Helper()
-	testenv.Eventually(t, timeout, fmt.Sprintf("Deployment %s at %d replicas", dep.Name, want), func() (bool, error) {
-		got := &appsv1.Deployment{}
-		if err := c.Get(context.Background(), client.ObjectKeyFromObject(dep), got); err != nil {
-			return false, err
-		}
-		return ptr.Deref(got.Spec.Replicas, 1) == want, fmt.Errorf("spec.replicas=%d", ptr.Deref(got.Spec.Replicas, 1))
-	})
-}
-
-func openDB(t *testing.T, driver, dsn string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open(driver, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Ping(); err != nil {
-		t.Fatalf("%s at %s is required: %v", driver, dsn, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func execSQL(t *testing.T, db *sql.DB, q string) {
-	t.Helper()
-	if _, err := db.Exec(q); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
 }

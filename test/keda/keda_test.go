@@ -38,8 +38,8 @@ type source struct {
 }
 
 func TestScaleFromZeroAndBack(t *testing.T) {
-	pg := open(t, "pgx", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	my := open(t, "mysql", "root@tcp(127.0.0.1:3306)/test")
+	pg := testenv.OpenDB(t, "pgx", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	my := testenv.OpenDB(t, "mysql", "root@tcp(127.0.0.1:3306)/test")
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("Redis on 127.0.0.1:6379 is required: %v", err)
@@ -53,16 +53,16 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 				return kedav1alpha1.ScaleTriggers{Type: kind, Metadata: trig(table), AuthenticationRef: &kedav1alpha1.AuthenticationRef{Name: "source"}}
 			},
 			setup: func(t *testing.T, table string) {
-				exec(t, db, fmt.Sprintf("CREATE TABLE %s (id INT PRIMARY KEY, status VARCHAR(16) NOT NULL)", table))
+				testenv.ExecSQL(t, db, fmt.Sprintf("CREATE TABLE %s (id INT PRIMARY KEY, status VARCHAR(16) NOT NULL)", table))
 				t.Cleanup(func() { _, _ = db.Exec("DROP TABLE " + table) })
 			},
 			add: func(t *testing.T, table string, n int) {
 				for i := 1; i <= n; i++ {
-					exec(t, db, fmt.Sprintf("INSERT INTO %s (id, status) VALUES (%d, 'pending')", table, i))
+					testenv.ExecSQL(t, db, fmt.Sprintf("INSERT INTO %s (id, status) VALUES (%d, 'pending')", table, i))
 				}
 			},
 			finish: func(t *testing.T, table string) {
-				exec(t, db, fmt.Sprintf("UPDATE %s SET status = 'done'", table))
+				testenv.ExecSQL(t, db, fmt.Sprintf("UPDATE %s SET status = 'done'", table))
 			},
 		}
 	}
@@ -157,7 +157,7 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 			assertReplicas(t, c, dep, 0, 5*time.Second)
 
 			src.add(t, table, 3)
-			waitReplicas(t, c, dep, 1, 90*time.Second)
+			testenv.WaitReplicas(t, c, dep, 1, 90*time.Second)
 			testenv.Eventually(t, time.Minute, "a Running pod of the woken function", func() (bool, error) {
 				pods := &corev1.PodList{}
 				if err := c.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{"app": "fn"}); err != nil {
@@ -172,7 +172,7 @@ func TestScaleFromZeroAndBack(t *testing.T) {
 			})
 
 			src.finish(t, table)
-			waitReplicas(t, c, dep, 0, 90*time.Second)
+			testenv.WaitReplicas(t, c, dep, 0, 90*time.Second)
 		})
 	}
 }
@@ -192,17 +192,6 @@ func deployment(ns, name string) *appsv1.Deployment {
 	}
 }
 
-func waitReplicas(t *testing.T, c client.Client, dep *appsv1.Deployment, want int32, timeout time.Duration) {
-	t.Helper()
-	testenv.Eventually(t, timeout, fmt.Sprintf("Deployment %s at %d replicas", dep.Name, want), func() (bool, error) {
-		got := &appsv1.Deployment{}
-		if err := c.Get(context.Background(), client.ObjectKeyFromObject(dep), got); err != nil {
-			return false, err
-		}
-		return ptr.Deref(got.Spec.Replicas, 1) == want, fmt.Errorf("spec.replicas=%d", ptr.Deref(got.Spec.Replicas, 1))
-	})
-}
-
 // assertReplicas checks that the Deployment stays at want for the whole window: KEDA must
 // not wake a function that has no events.
 func assertReplicas(t *testing.T, c client.Client, dep *appsv1.Deployment, want int32, window time.Duration) {
@@ -217,25 +206,5 @@ func assertReplicas(t *testing.T, c client.Client, dep *appsv1.Deployment, want 
 			t.Fatalf("Deployment %s went to %d replicas with no events", dep.Name, r)
 		}
 		<-time.After(500 * time.Millisecond)
-	}
-}
-
-func open(t *testing.T, driver, dsn string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open(driver, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Ping(); err != nil {
-		t.Fatalf("%s at %s is required: %v", driver, dsn, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func exec(t *testing.T, db *sql.DB, q string) {
-	t.Helper()
-	if _, err := db.Exec(q); err != nil {
-		t.Fatalf("%s: %v", q, err)
 	}
 }

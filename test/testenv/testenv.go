@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	httpv1alpha1 "github.com/kedacore/http-add-on/operator/apis/http/v1alpha1"
 	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -23,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/getkipper/skipper/test/cluster"
@@ -182,4 +185,39 @@ func RepoRoot() string {
 		panic(err)
 	}
 	return root
+}
+
+// WaitReplicas waits until the Deployment's spec.replicas is want (what KEDA sets).
+func WaitReplicas(t testing.TB, c client.Client, dep *appsv1.Deployment, want int32, timeout time.Duration) {
+	t.Helper()
+	Eventually(t, timeout, fmt.Sprintf("Deployment %s at %d replicas", dep.Name, want), func() (bool, error) {
+		got := &appsv1.Deployment{}
+		if err := c.Get(context.Background(), client.ObjectKeyFromObject(dep), got); err != nil {
+			return false, err
+		}
+		return ptr.Deref(got.Spec.Replicas, 1) == want, fmt.Errorf("spec.replicas=%d", ptr.Deref(got.Spec.Replicas, 1))
+	})
+}
+
+// OpenDB connects to a database the test needs (the caller imports the driver) and fails
+// the test, naming the address, when it does not answer.
+func OpenDB(t testing.TB, driver, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(); err != nil {
+		t.Fatalf("%s at %s is required: %v", driver, dsn, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// ExecSQL runs q and fails the test with q when it fails.
+func ExecSQL(t testing.TB, db *sql.DB, q string) {
+	t.Helper()
+	if _, err := db.Exec(q); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
 }
