@@ -52,7 +52,7 @@ func (r *Root) newCreateCommand() *cobra.Command {
 
 			Event-triggered functions (--trigger postgres, mysql, redis or minio) read their
 			connection from --source, a Secret in the namespace whose key url holds the URL
-			(minio: also accessKey and secretKey). SQL triggers take --query and --mark-done,
+			(minio: also accessKey, secretKey and redisUrl). SQL triggers take --query and --mark-done,
 			redis takes --list, minio takes --bucket.`),
 		Example: templates.Examples(`
 			kubectl skipper create webhook-handler --image registry.example.com/webhook-handler:latest
@@ -92,7 +92,7 @@ func (r *Root) newCreateCommand() *cobra.Command {
 	f.StringVar(&o.MemoryLimit, "memory-limit", "", "Memory limit, e.g. 256Mi")
 	f.StringArrayVar(&o.Env, "env", nil, "Environment variable KEY=VALUE (repeatable)")
 	f.DurationVar(&o.URLWait, "url-timeout", 10*time.Second, "How long to wait for the webhook to report the URL")
-	f.StringVar(&o.Source, "source", "", "Event triggers: Secret whose key url holds the connection URL (minio: also accessKey, secretKey)")
+	f.StringVar(&o.Source, "source", "", "Event triggers: Secret whose key url holds the connection URL (minio: also accessKey, secretKey, redisUrl)")
 	f.StringVar(&o.Query, "query", "", "postgres, mysql: SELECT that returns the pending rows")
 	f.StringVar(&o.MarkDone, "mark-done", "", "postgres, mysql: statement that marks a row done, with {{column}} placeholders")
 	f.StringVar(&o.List, "list", "", "redis: the list whose items are events (minio: the list MinIO's notify_redis target writes)")

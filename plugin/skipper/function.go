@@ -55,8 +55,8 @@ type Spec struct {
 // Validate checks the spec before anything is sent to the cluster. Errors name the field,
 // the value and the fix.
 func (s Spec) Validate() error {
-	if errs := validation.IsDNS1123Label(s.Name); len(errs) > 0 {
-		return &InputError{Field: "NAME", Value: s.Name, Fix: "use lower-case letters, digits and '-', at most 63 characters, e.g. webhook-handler"}
+	if errs := validation.IsDNS1035Label(s.Name); len(errs) > 0 {
+		return &InputError{Field: "NAME", Value: s.Name, Fix: "start with a lower-case letter, then lower-case letters, digits and '-', at most 63 characters, e.g. webhook-handler"}
 	}
 	// <name>-secrets is the longest companion name the plugin writes.
 	if len(function.SecretsName(s.Name)) > validation.DNS1123SubdomainMaxLength {
