@@ -8,7 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/getkipper/skipper/webhook/claims"
@@ -67,7 +70,7 @@ func (h *Handler) serve(review reviewFunc) http.Handler {
 			http.Error(w, "admission reviews are POSTed", http.StatusMethodNotAllowed)
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+		body, err := readBody(r)
 		if err != nil {
 			http.Error(w, "read review: "+err.Error(), http.StatusBadRequest)
 			return
@@ -88,6 +91,19 @@ func (h *Handler) serve(review reviewFunc) http.Handler {
 			h.Log.Error(err, "write admission response")
 		}
 	})
+}
+
+// readBody reads a review into one allocation when the apiserver sends its length (it
+// does), instead of the doubling series of io.ReadAll.
+func readBody(r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= maxBody {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, err
+		}
+		return body, nil
+	}
+	return io.ReadAll(io.LimitReader(r.Body, maxBody))
 }
 
 func allow() *admissionv1.AdmissionResponse { return &admissionv1.AdmissionResponse{Allowed: true} }
@@ -252,23 +268,43 @@ func CodeOf(cm *corev1.ConfigMap) map[string]string {
 	return code
 }
 
-// patchResponse diffs the request object, as decoded, against the mutated object. Both
-// sides go through the same encoder, so the patch holds only the mutation and never
-// serialization noise (empty structs, field order) that would touch user fields. Only
-// the parts the expansion may change are compared (see mutable): same paths, a fraction
-// of the bytes (managedFields and status dominate a Deployment).
+// patchResponse diffs the request object, as decoded, against the mutated object, field
+// by field over the parts the expansion may change: the labels and annotations maps of
+// the Deployment and its pod template, replicas, and the pod spec. Maps are diffed per
+// key, so the patch adds or replaces only Skipper's keys and never rewrites a user's map;
+// the pod spec, when it changed, goes through a JSON diff in which both sides come from
+// the same encoder, so the patch never holds serialization noise (empty structs, field
+// order). managedFields and status, the bulk of a Deployment, are never encoded.
 func patchResponse(orig, mutated *appsv1.Deployment) (*admissionv1.AdmissionResponse, error) {
-	a, err := json.Marshal(mutableOf(orig))
-	if err != nil {
-		return nil, fmt.Errorf("encode Deployment: %w", err)
+	var ops []jsonpatch.Operation
+	ops = mapOps(ops, "/metadata/labels", orig.Labels, mutated.Labels)
+	ops = mapOps(ops, "/metadata/annotations", orig.Annotations, mutated.Annotations)
+	switch a, b := orig.Spec.Replicas, mutated.Spec.Replicas; {
+	case a == nil && b != nil:
+		ops = append(ops, jsonpatch.NewOperation("add", "/spec/replicas", *b))
+	case a != nil && b != nil && *a != *b:
+		ops = append(ops, jsonpatch.NewOperation("replace", "/spec/replicas", *b))
 	}
-	b, err := json.Marshal(mutableOf(mutated))
-	if err != nil {
-		return nil, fmt.Errorf("encode mutated Deployment: %w", err)
-	}
-	ops, err := jsonpatch.CreatePatch(a, b)
-	if err != nil {
-		return nil, fmt.Errorf("diff Deployment: %w", err)
+	ot, mt := &orig.Spec.Template, &mutated.Spec.Template
+	ops = mapOps(ops, "/spec/template/metadata/labels", ot.Labels, mt.Labels)
+	ops = mapOps(ops, "/spec/template/metadata/annotations", ot.Annotations, mt.Annotations)
+	if !reflect.DeepEqual(&ot.Spec, &mt.Spec) {
+		a, err := json.Marshal(&ot.Spec)
+		if err != nil {
+			return nil, fmt.Errorf("encode pod spec: %w", err)
+		}
+		b, err := json.Marshal(&mt.Spec)
+		if err != nil {
+			return nil, fmt.Errorf("encode mutated pod spec: %w", err)
+		}
+		specOps, err := jsonpatch.CreatePatch(a, b)
+		if err != nil {
+			return nil, fmt.Errorf("diff pod spec: %w", err)
+		}
+		for _, o := range specOps {
+			o.Path = "/spec/template/spec" + o.Path
+			ops = append(ops, o)
+		}
 	}
 	resp := allow()
 	if len(ops) == 0 {
@@ -281,6 +317,40 @@ func patchResponse(orig, mutated *appsv1.Deployment) (*admissionv1.AdmissionResp
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt
 	return resp, nil
+}
+
+// mapOps appends the operations that turn map a at path into b: the whole map when the
+// object has none (a JSON patch cannot add a key to a missing map), else one operation
+// per changed key, in key order so equal inputs give equal patches.
+func mapOps(ops []jsonpatch.Operation, path string, a, b map[string]string) []jsonpatch.Operation {
+	if maps.Equal(a, b) {
+		return ops
+	}
+	if len(a) == 0 {
+		return append(ops, jsonpatch.NewOperation("add", path, b))
+	}
+	if len(b) == 0 {
+		return append(ops, jsonpatch.NewOperation("remove", path, nil))
+	}
+	for _, k := range slices.Sorted(maps.Keys(b)) {
+		v := b[k]
+		if old, ok := a[k]; !ok {
+			ops = append(ops, jsonpatch.NewOperation("add", path+"/"+pointerToken(k), v))
+		} else if old != v {
+			ops = append(ops, jsonpatch.NewOperation("replace", path+"/"+pointerToken(k), v))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		if _, ok := b[k]; !ok {
+			ops = append(ops, jsonpatch.NewOperation("remove", path+"/"+pointerToken(k), nil))
+		}
+	}
+	return ops
+}
+
+// pointerToken escapes a map key as a JSON pointer reference token (RFC 6901).
+func pointerToken(k string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
 }
 
 // ValidateHosts rejects an Ingress or HTTPScaledObject that routes a function's host,
@@ -332,23 +402,4 @@ func (h *Handler) ValidateHosts(ctx context.Context, req *admissionv1.AdmissionR
 			req.Kind.Kind, use.Namespace, use.Name, host, holder, holder.Name, holder.Namespace))
 	}
 	return allow()
-}
-
-// mutable is the part of a Deployment the expansion may change, with the same JSON paths.
-type mutable struct {
-	Metadata struct {
-		Labels      map[string]string `json:"labels,omitempty"`
-		Annotations map[string]string `json:"annotations,omitempty"`
-	} `json:"metadata"`
-	Spec struct {
-		Replicas *int32                 `json:"replicas,omitempty"`
-		Template corev1.PodTemplateSpec `json:"template"`
-	} `json:"spec"`
-}
-
-func mutableOf(d *appsv1.Deployment) *mutable {
-	var m mutable
-	m.Metadata.Labels, m.Metadata.Annotations = d.Labels, d.Annotations
-	m.Spec.Replicas, m.Spec.Template = d.Spec.Replicas, d.Spec.Template
-	return &m
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -454,5 +455,51 @@ func TestMutateDeploymentEventTrigger(t *testing.T) {
 	}
 	if again := h.MutateDeployment(context.Background(), request(t, admissionv1.Update, got, got)); !again.Allowed || len(again.Patch) != 0 {
 		t.Fatalf("second run patched again: %s", again.Patch)
+	}
+}
+
+// TestMapOps applies mapOps' operations to a document holding map a and checks the
+// result is b: keys with the JSON pointer's special characters, missing and empty maps.
+func TestMapOps(t *testing.T) {
+	for name, tc := range map[string]struct{ a, b map[string]string }{
+		"unchanged":         {a: map[string]string{"x": "1"}, b: map[string]string{"x": "1"}},
+		"missing map":       {a: nil, b: map[string]string{"getkipper.com/port": "8080"}},
+		"empty map":         {a: map[string]string{}, b: map[string]string{"a/b": "1"}},
+		"add and replace":   {a: map[string]string{"keep": "1", "getkipper.com/url": "old"}, b: map[string]string{"keep": "1", "getkipper.com/url": "new", "x~y/z": "2"}},
+		"remove one key":    {a: map[string]string{"keep": "1", "getkipper.com/url": "u"}, b: map[string]string{"keep": "1"}},
+		"remove everything": {a: map[string]string{"getkipper.com/url": "u"}, b: nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			doc := map[string]any{"metadata": map[string]any{}}
+			if tc.a != nil {
+				doc["metadata"].(map[string]any)["annotations"] = tc.a
+			}
+			raw, _ := json.Marshal(doc)
+			ops := mapOps(nil, "/metadata/annotations", tc.a, tc.b)
+			if name == "unchanged" && len(ops) != 0 {
+				t.Fatalf("ops for equal maps: %v", ops)
+			}
+			if len(ops) > 0 {
+				patch, _ := json.Marshal(ops)
+				p, err := jsonpatchapply.DecodePatch(patch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if raw, err = p.Apply(raw); err != nil {
+					t.Fatalf("apply %s: %v", patch, err)
+				}
+			}
+			var got struct {
+				Metadata struct {
+					Annotations map[string]string `json:"annotations"`
+				} `json:"metadata"`
+			}
+			if err := json.Unmarshal(raw, &got); err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Metadata.Annotations) != len(tc.b) || !maps.Equal(got.Metadata.Annotations, tc.b) {
+				t.Fatalf("got %v, want %v", got.Metadata.Annotations, tc.b)
+			}
+		})
 	}
 }
