@@ -25,8 +25,21 @@ func Open(dsn string) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse PostgreSQL URL: %w", err)
 	}
+	// pgx preallocates room for 512 prepared statements and 512 descriptions on every
+	// connection; the poller runs a handful of distinct statements. An explicit setting in
+	// the URL is kept.
+	if !strings.Contains(dsn, "statement_cache_capacity") {
+		cfg.StatementCacheCapacity = statementCacheCapacity
+	}
+	if !strings.Contains(dsn, "description_cache_capacity") {
+		cfg.DescriptionCacheCapacity = statementCacheCapacity
+	}
 	return sql.OpenDB(&connector{cfg: cfg}), nil
 }
+
+// statementCacheCapacity covers the poller's statements (query, claims, mark-done, release)
+// with room to spare.
+const statementCacheCapacity = 32
 
 type connector struct{ cfg *pgx.ConnConfig }
 

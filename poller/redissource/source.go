@@ -47,8 +47,9 @@ type Options struct {
 
 // Source is one poller on one list.
 type Source struct {
-	o  Options
-	id string
+	o       Options
+	id      string
+	procKey string // ProcessingKey(o.List, id)
 
 	lastBeat atomic.Int64 // unix nanos of the last successful heartbeat
 	lost     atomic.Bool  // the heartbeat key vanished: another poller may have taken our items
@@ -105,9 +106,11 @@ func Body(raw string) []byte {
 func New(o Options) *Source {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
+	id := hex.EncodeToString(b)
 	return &Source{
 		o:       o,
-		id:      hex.EncodeToString(b),
+		id:      id,
+		procKey: ProcessingKey(o.List, id),
 		held:    map[*item]struct{}{},
 		ready:   make(chan *item, o.Concurrency),
 		results: make(chan outcome, o.Concurrency),
@@ -118,7 +121,8 @@ func New(o Options) *Source {
 // ID is this poller's id (its processing list is ProcessingKey(list, ID)).
 func (s *Source) ID() string { return s.id }
 
-func (s *Source) proc() string { return ProcessingKey(s.o.List, s.id) }
+// proc is computed once: claims name it for every item they move.
+func (s *Source) proc() string { return s.procKey }
 
 func (s *Source) popEnd() string {
 	if s.o.PopLeft {

@@ -151,14 +151,27 @@ func isInteger(x []byte) bool {
 
 // EncodeRow writes the row as one JSON object, keys in column order.
 func EncodeRow(cols []Column, vals []any) ([]byte, error) {
-	b := make([]byte, 0, 64*len(cols))
+	return appendRow(make([]byte, 0, 64*len(cols)), cols, quotedNames(cols), vals)
+}
+
+// quotedNames are the columns' names as JSON strings, computed once per query rather than
+// once per row.
+func quotedNames(cols []Column) [][]byte {
+	keys := make([][]byte, len(cols))
+	for i, c := range cols {
+		keys[i], _ = json.Marshal(c.Name)
+	}
+	return keys
+}
+
+// appendRow appends the JSON object EncodeRow returns; keys are quotedNames(cols).
+func appendRow(b []byte, cols []Column, keys [][]byte, vals []any) ([]byte, error) {
 	b = append(b, '{')
 	for i, c := range cols {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		k, _ := json.Marshal(c.Name)
-		b = append(b, k...)
+		b = append(b, keys[i]...)
 		b = append(b, ':')
 		var err error
 		if b, err = AppendJSON(b, c.Type, vals[i]); err != nil {

@@ -484,17 +484,22 @@ func (s *Source) scan(ctx context.Context, keep func(int64) bool, stopSet map[in
 	var out []row
 	seen := 0
 	found := map[int64]bool{}
+	// One scan buffer for all rows: most rows are someone else's claim or already held, and
+	// what a kept row needs (its body and mark-done arguments) is copied out of it.
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	keys := quotedNames(cols)
+	ident := newIdentifier(s.o.MarkDone.SQL, cols, idIdx)
 	for rows.Next() {
 		seen++
-		vals := make([]any, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
+		clear(vals)
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, fmt.Errorf("read a SKIPPER_QUERY row: %w", err)
 		}
-		key, id, err := s.identity(cols, vals, idIdx)
+		key, sum, err := ident.identity(vals)
 		if err != nil {
 			return nil, err
 		}
@@ -502,7 +507,8 @@ func (s *Source) scan(ctx context.Context, keep func(int64) bool, stopSet map[in
 			continue
 		}
 		found[key] = true
-		body, err := EncodeRow(cols, vals)
+		id := hex.EncodeToString(sum[:16])
+		body, err := appendRow(make([]byte, 0, 64*len(cols)), cols, keys, vals)
 		if err != nil {
 			return nil, err
 		}
@@ -524,28 +530,52 @@ func (s *Source) scan(ctx context.Context, keep func(int64) bool, stopSet map[in
 	return out, nil
 }
 
-// identity hashes the values mark-done binds (the whole row when it binds none): stable
-// across pollers and restarts, it is both the claim key and the event id.
-func (s *Source) identity(cols []Column, vals []any, idIdx []int) (int64, string, error) {
-	var idCols []Column
-	var idVals []any
-	if len(idIdx) == 0 {
-		idCols, idVals = cols, vals
+// identifier hashes the values mark-done binds (the whole row when it binds none): stable
+// across pollers and restarts, the hash is both the claim key and the event id. It keeps
+// its buffers between rows; the claim loop scans every pending row, not only the ones it
+// takes.
+type identifier struct {
+	cols []Column
+	keys [][]byte
+	idx  []int // columns of cols in the row; nil: the whole row
+	vals []any
+	buf  []byte
+	pre  int // len of the SQL and separator at the start of buf
+}
+
+func newIdentifier(markDone string, cols []Column, idIdx []int) *identifier {
+	id := &identifier{cols: cols}
+	if len(idIdx) > 0 {
+		id.cols = make([]Column, len(idIdx))
+		for i, j := range idIdx {
+			id.cols[i] = cols[j]
+		}
+		id.idx = idIdx
+		id.vals = make([]any, len(idIdx))
 	}
-	for _, j := range idIdx {
-		idCols = append(idCols, cols[j])
-		idVals = append(idVals, vals[j])
+	id.keys = quotedNames(id.cols)
+	id.buf = append(append(id.buf, markDone...), 0)
+	id.pre = len(id.buf)
+	return id
+}
+
+// identity returns the claim key and the hash the event id is made of: SHA-256 of the
+// mark-done SQL, a zero byte and the JSON of the identifying values.
+func (id *identifier) identity(row []any) (int64, [sha256.Size]byte, error) {
+	vals := row
+	if id.idx != nil {
+		for i, j := range id.idx {
+			id.vals[i] = row[j]
+		}
+		vals = id.vals
 	}
-	enc, err := EncodeRow(idCols, idVals)
+	var err error
+	id.buf, err = appendRow(id.buf[:id.pre], id.cols, id.keys, vals)
 	if err != nil {
-		return 0, "", err
+		return 0, [sha256.Size]byte{}, err
 	}
-	h := sha256.New()
-	h.Write([]byte(s.o.MarkDone.SQL))
-	h.Write([]byte{0})
-	h.Write(enc)
-	sum := h.Sum(nil)
-	return int64(binary.BigEndian.Uint64(sum[:8])), hex.EncodeToString(sum[:16]), nil
+	sum := sha256.Sum256(id.buf)
+	return int64(binary.BigEndian.Uint64(sum[:8])), sum, nil
 }
 
 func names(cols []Column) string {

