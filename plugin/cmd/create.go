@@ -37,6 +37,9 @@ type CreateOptions struct {
 	Source, Query, MarkDone, List, Bucket string
 	PollingInterval                       string
 
+	SecurityHeaders string
+	CSPAllowlist    []string
+
 	spec   skipper.Spec
 	dryRun skipper.DryRun
 }
@@ -53,12 +56,20 @@ func (r *Root) newCreateCommand() *cobra.Command {
 			Event-triggered functions (--trigger postgres, mysql, redis or minio) read their
 			connection from --source, a Secret in the namespace whose key url holds the URL
 			(minio: also accessKey, secretKey and redisUrl). SQL triggers take --query and --mark-done,
-			redis takes --list, minio takes --bucket.`),
+			redis takes --list, minio takes --bucket.
+
+			HTTP functions send the security headers HSTS, Content-Security-Policy and the
+			XSS/nosniff/frame headers by default; --security-headers picks some of them (or none),
+			--csp-allowlist adds domains the Content-Security-Policy allows.`),
 		Example: templates.Examples(`
 			kubectl skipper create webhook-handler --image registry.example.com/webhook-handler:latest
 			kubectl skipper create hello --runtime python --code hello.py --idle-timeout 60
 			kubectl skipper create hello --runtime node --code - < hello.js
 			kubectl skipper create hello --image nginx --dry-run=server -o yaml
+
+			# Only HSTS and the Content-Security-Policy, which also allows two CDNs
+			kubectl skipper create site --image registry.example.com/site:latest \
+			  --security-headers hsts,csp --csp-allowlist cdn.example.com,*.fonts.example.org
 
 			# Handle new rows of a PostgreSQL table
 			kubectl skipper create orders --image registry.example.com/orders:latest --trigger postgres --source mydb \
@@ -98,10 +109,14 @@ func (r *Root) newCreateCommand() *cobra.Command {
 	f.StringVar(&o.List, "list", "", "redis: the list whose items are events (minio: the list MinIO's notify_redis target writes)")
 	f.StringVar(&o.Bucket, "bucket", "", "minio: the bucket whose object events start the function")
 	f.StringVar(&o.PollingInterval, "polling-interval", "", "Event triggers: seconds between checks for new events (or a duration such as 30s)")
+	f.StringVar(&o.SecurityHeaders, "security-headers", "", "http: security headers to send, comma list of hsts, csp, xss, or none (default hsts,csp,xss)")
+	f.StringSliceVar(&o.CSPAllowlist, "csp-allowlist", nil, "http: extra domains the Content-Security-Policy allows, e.g. cdn.example.com,*.example.org (repeatable)")
 	cmdutil.AddDryRunFlag(c)
 	o.PrintFlags.AddFlags(c)
 	_ = c.RegisterFlagCompletionFunc("trigger", fixedCompletion(function.TriggerHTTP, function.TriggerPostgres, function.TriggerMySQL, function.TriggerRedis, function.TriggerMinIO))
 	_ = c.RegisterFlagCompletionFunc("runtime", fixedCompletion(function.RuntimeNode, function.RuntimePython))
+	_ = c.RegisterFlagCompletionFunc("security-headers", completeHeaders)
+	_ = c.RegisterFlagCompletionFunc("csp-allowlist", cobra.NoFileCompletions)
 	return c
 }
 
@@ -145,6 +160,13 @@ func (o *CreateOptions) Complete(c *cobra.Command, args []string) error {
 			return err
 		}
 		s.IdleTimeout = &secs
+	}
+	if flags.Changed("security-headers") {
+		s.SecurityHeaders = &o.SecurityHeaders
+	}
+	if flags.Changed("csp-allowlist") {
+		// Non-nil even for an empty value, so that Validate refuses it.
+		s.CSPAllowlist = append([]string{}, o.CSPAllowlist...)
 	}
 	if s.Env, err = skipper.ParseEnv("--env", o.Env); err != nil {
 		return err
@@ -193,9 +215,13 @@ func (o *CreateOptions) Run(ctx context.Context) error {
 	var objs []runtime.Object
 	var created *skipper.Created
 	if o.dryRun == skipper.DryRunClient {
-		// The webhook's own pure expansion, with its default configuration.
+		// The webhook's own pure expansion, with its default configuration in a cluster
+		// with Traefik (the default ingress class), so that the Middleware shows what the
+		// security-header settings do.
+		conf := function.DefaultConfig()
+		conf.TraefikMiddleware = true
 		var err error
-		if objs, err = skipper.Preview(o.spec, function.DefaultConfig()); err != nil {
+		if objs, err = skipper.Preview(o.spec, conf); err != nil {
 			return err
 		}
 	} else {
@@ -262,6 +288,16 @@ func writeSummary(out io.Writer, d *appsv1.Deployment) {
 		fmt.Fprintf(out, "Polling interval: %ss\n", v)
 	}
 	fmt.Fprintf(out, "Idle timeout: %ss\n", annotationOr(ann, function.AnnotationIdleTimeout, function.DefaultIdleTimeout))
+	if triggerOf(ann) == function.TriggerHTTP {
+		// Only what differs from the defaults; describe shows both always.
+		headers, allowlist := (&skipper.Function{Deployment: d}).SecurityHeaders()
+		if v, ok := ann[function.AnnotationSecurityHeaders]; ok && v != function.DefaultSecurityHeaders {
+			fmt.Fprintf(out, "Security headers: %s\n", headers)
+		}
+		if allowlist != "" {
+			fmt.Fprintf(out, "CSP allowlist: %s\n", allowlist)
+		}
+	}
 	if u := ann[function.AnnotationURL]; u != "" {
 		fmt.Fprintf(out, "URL: %s\n", u)
 	}
@@ -377,6 +413,31 @@ func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([
 	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return values, cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// completeHeaders completes the comma list of --security-headers one item at a time:
+// "hsts," offers "hsts,csp" and "hsts,xss".
+func completeHeaders(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	prefix, used := "", map[string]bool{}
+	if i := strings.LastIndexByte(toComplete, ','); i >= 0 {
+		prefix = toComplete[:i+1]
+		for _, h := range strings.Split(prefix, ",") {
+			used[strings.TrimSpace(strings.ToLower(h))] = true
+		}
+	}
+	if used["none"] {
+		return nil, cobra.ShellCompDirectiveNoFileComp // none stands alone
+	}
+	var out []string
+	if prefix == "" {
+		out = append(out, "none")
+	}
+	for _, h := range []string{"hsts", "csp", "xss"} {
+		if !used[h] {
+			out = append(out, prefix+h)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
 }
 
 // expanded reports whether the webhook mutated d: it writes every default annotation.

@@ -80,6 +80,9 @@ func writeDescription(out io.Writer, d *skipper.Description, now func() time.Tim
 	field("Max replicas", annotationOr(ann, function.AnnotationMaxReplicas, function.DefaultMaxReplicas))
 	if d.Trigger() == function.TriggerHTTP {
 		field("URL", orNone(d.URL()))
+		headers, allowlist := d.SecurityHeaders()
+		field("Security headers", headers)
+		field("CSP allowlist", orNone(allowlist))
 	} else {
 		// Event triggers have no URL: what wakes them is the source.
 		for _, a := range []struct{ label, key string }{

@@ -43,6 +43,7 @@ func TestPlugin(t *testing.T) {
 		{"RunLocalRedis", testRunLocalRedis},
 		{"RunLocalCommand", testRunLocalCommand},
 		{"CreateEventTriggers", testCreateEventTriggers},
+		{"SecurityHeaders", testSecurityHeaders},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()

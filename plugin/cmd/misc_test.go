@@ -13,6 +13,8 @@ func testVersionAndCompletion(t *testing.T) {
 	// What kubectl's plugin completion (kubectl_complete-skipper) asks for.
 	s.ok("", "__complete", "describe", "")
 	s.ok("", "__complete", "create", "x", "--trigger", "")
+	s.ok("", "__complete", "create", "x", "--security-headers", "")
+	s.ok("", "__complete", "create", "x", "--security-headers", "hsts,")
 	s.check()
 
 	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -50,6 +51,12 @@ type Spec struct {
 	// webhook denies missing or contradictory ones, so the rules live in one place.
 	Source, Query, MarkDone, List, Bucket string
 	PollingInterval                       *int32
+
+	// HTTP only: the security headers as the webhook spells them (e.g. "hsts,csp" or
+	// "none") and the extra CSP domains; nil means not set, so the webhook's default
+	// applies. They are checked with the webhook's parser (headers.go).
+	SecurityHeaders *string
+	CSPAllowlist    []string
 }
 
 // Validate checks the spec before anything is sent to the cluster. Errors name the field,
@@ -95,7 +102,8 @@ func (s Spec) Validate() error {
 	if s.PollingInterval != nil && *s.PollingInterval < 1 {
 		return &InputError{Field: "--polling-interval", Value: strconv.Itoa(int(*s.PollingInterval)), Fix: "use a positive number of seconds, e.g. 10"}
 	}
-	return nil
+	_, err := s.headerAnnotations()
+	return err
 }
 
 // Objects returns what the plugin writes for spec: the annotated Deployment and, for inline
@@ -123,6 +131,19 @@ func (s Spec) Objects() (*appsv1.Deployment, *corev1.ConfigMap) {
 	} {
 		if v != "" {
 			ann[key] = v
+		}
+	}
+	if h, err := s.headerAnnotations(); err == nil {
+		for k, v := range h {
+			ann[k] = v
+		}
+	} else {
+		// Validate refuses these; written as given, the webhook denies them.
+		if s.SecurityHeaders != nil {
+			ann[function.AnnotationSecurityHeaders] = *s.SecurityHeaders
+		}
+		if s.CSPAllowlist != nil {
+			ann[function.AnnotationCSPAllowlist] = strings.Join(s.CSPAllowlist, ",")
 		}
 	}
 
