@@ -388,7 +388,7 @@ func (s *Source) claim(ctx, hard context.Context, want int) (int, error) {
 	}
 	now := time.Now()
 	// Read more candidates than wanted: some are held by other pollers.
-	cands, err := s.scan(ctx, func(key int64) bool { return s.eligible(key, now) }, nil, want*3)
+	cands, err := s.scan(ctx, func(key int64) bool { return s.eligible(key, now) }, nil, want*3, false)
 	if err != nil {
 		return 0, err
 	}
@@ -421,7 +421,7 @@ func (s *Source) claim(ctx, hard context.Context, want int) (int, error) {
 	}
 	// Re-read under the claims: a row another poller marked done just before we locked it
 	// no longer matches the query and must not be delivered again.
-	fresh, err := s.scan(ctx, func(key int64) bool { return mine[key] }, mine, len(mine))
+	fresh, err := s.scan(ctx, func(key int64) bool { return mine[key] }, mine, len(mine), true)
 	if err != nil {
 		for k := range mine {
 			s.unlockQ = append(s.unlockQ, k)
@@ -446,8 +446,10 @@ func (s *Source) claim(ctx, hard context.Context, want int) (int, error) {
 }
 
 // scan runs the user's query and returns up to limit rows accepted by keep, stopping early.
-// With stopSet it stops as soon as every key in it was found.
-func (s *Source) scan(ctx context.Context, keep func(int64) bool, stopSet map[int64]bool, limit int) ([]row, error) {
+// With stopSet it stops as soon as every key in it was found. Without full only the rows'
+// keys are filled in: candidates for a claim need no body, the re-read under the claims
+// encodes the rows that are delivered.
+func (s *Source) scan(ctx context.Context, keep func(int64) bool, stopSet map[int64]bool, limit int, full bool) ([]row, error) {
 	rows, err := s.o.DB.QueryContext(ctx, s.o.Query)
 	if err != nil {
 		return nil, fmt.Errorf("run SKIPPER_QUERY: %w", err)
@@ -481,7 +483,7 @@ func (s *Source) scan(ctx context.Context, keep func(int64) bool, stopSet map[in
 		}
 		idIdx[i] = j
 	}
-	var out []row
+	out := make([]row, 0, min(limit, 1024))
 	seen := 0
 	found := map[int64]bool{}
 	// One scan buffer for all rows: most rows are someone else's claim or already held, and
@@ -507,6 +509,13 @@ func (s *Source) scan(ctx context.Context, keep func(int64) bool, stopSet map[in
 			continue
 		}
 		found[key] = true
+		if !full {
+			out = append(out, row{key: key})
+			if len(out) >= limit {
+				break
+			}
+			continue
+		}
 		id := hex.EncodeToString(sum[:16])
 		body, err := appendRow(make([]byte, 0, 64*len(cols)), cols, keys, vals)
 		if err != nil {
