@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/getkipper/skipper/webhook/claims"
 	"github.com/getkipper/skipper/webhook/function"
@@ -54,18 +55,24 @@ type Handler struct {
 	// Reader reads the inline code ConfigMaps (a cache in production).
 	Reader client.Reader
 	Log    logr.Logger
+	// Observe, when set, is told how long each review took (path, operation, whether it
+	// was allowed) and ObserveClaim how long each host claim took: the server exports
+	// both as Prometheus histograms.
+	Observe      func(path, operation string, allowed bool, took time.Duration)
+	ObserveClaim func(took time.Duration, err error)
 }
 
 // Register adds the webhook paths to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.Handle(PathMutateDeployments, h.serve(h.MutateDeployment))
-	mux.Handle(PathValidateHosts, h.serve(h.ValidateHosts))
+	mux.Handle(PathMutateDeployments, h.serve(PathMutateDeployments, h.MutateDeployment))
+	mux.Handle(PathValidateHosts, h.serve(PathValidateHosts, h.ValidateHosts))
 }
 
 type reviewFunc func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
 
-func (h *Handler) serve(review reviewFunc) http.Handler {
+func (h *Handler) serve(path string, review reviewFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		if r.Method != http.MethodPost {
 			http.Error(w, "admission reviews are POSTed", http.StatusMethodNotAllowed)
 			return
@@ -89,6 +96,9 @@ func (h *Handler) serve(review reviewFunc) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		if err := json.NewEncoder(w).Encode(&out); err != nil {
 			h.Log.Error(err, "write admission response")
+		}
+		if h.Observe != nil {
+			h.Observe(path, string(ar.Request.Operation), resp.Allowed, time.Since(start))
 		}
 	})
 }
@@ -189,7 +199,12 @@ func (h *Handler) claimHost(ctx context.Context, req *admissionv1.AdmissionReque
 	}
 	renew := create || !wasHTTPFunction(req)
 	dryRun := req.DryRun != nil && *req.DryRun
-	if err := h.Claims.Claim(ctx, host, holder, renew, dryRun); err != nil {
+	start := time.Now()
+	err = h.Claims.Claim(ctx, host, holder, renew, dryRun)
+	if h.ObserveClaim != nil {
+		h.ObserveClaim(time.Since(start), err)
+	}
+	if err != nil {
 		if c, ok := claims.IsConflict(err); ok {
 			return deny(http.StatusConflict, metav1.StatusReasonAlreadyExists, fmt.Sprintf(
 				"Skipper cannot make Deployment %s/%s a function: %s: function hosts are unique in the cluster, so rename the Deployment or delete that function",

@@ -10,9 +10,12 @@ import (
 	"testing"
 
 	"github.com/getkipper/skipper/test/testenv"
+	"github.com/getkipper/skipper/webhook/admission"
 	"github.com/getkipper/skipper/webhook/claims"
 	"github.com/getkipper/skipper/webhook/function"
+	"github.com/getkipper/skipper/webhook/server"
 	httpv1alpha1 "github.com/kedacore/http-add-on/operator/apis/http/v1alpha1"
+	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -235,6 +238,9 @@ func testConcurrentCreates(t *testing.T) {
 	for i := range nss {
 		nss[i] = testenv.Namespace(t)
 	}
+	allowed, denied, claimed := series(server.ReviewSeconds().WithLabelValues(admission.PathMutateDeployments, "CREATE", "true")),
+		series(server.ReviewSeconds().WithLabelValues(admission.PathMutateDeployments, "CREATE", "false")),
+		series(server.ClaimSeconds().WithLabelValues("ok"))
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -267,6 +273,19 @@ func testConcurrentCreates(t *testing.T) {
 	if h, ok := claimHolder(t, "race"); !ok || h.Namespace != winner {
 		t.Errorf("claim %v %v, want held by %s", h, ok, winner)
 	}
+	// The webhook's metrics count what happened: one review allowed and its host
+	// claimed, n-1 denied.
+	if a, d, c := allowed(t), denied(t), claimed(t); a != 1 || d != n-1 || c != 1 {
+		t.Errorf("metrics: %d reviews allowed, %d denied, %d claims written; want 1, %d, 1", a, d, c, n-1)
+	}
+}
+
+// series returns a function that reports how many observations one histogram series
+// gained since series was called.
+func series(o prometheus.Observer) func(t *testing.T) uint64 {
+	count := func() uint64 { _, n := histogramOf(o); return n }
+	before := count()
+	return func(t *testing.T) uint64 { t.Helper(); return count() - before }
 }
 
 func testLabelRemoved(t *testing.T) {

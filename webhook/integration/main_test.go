@@ -12,6 +12,8 @@ import (
 	"github.com/getkipper/skipper/webhook/function"
 	"github.com/getkipper/skipper/webhook/server"
 	"github.com/getkipper/skipper/webhook/webhooktest"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -105,4 +107,14 @@ func TestWebhook(t *testing.T) {
 			t.Logf("%s failed", tc.name)
 		}
 	}
+}
+
+// histogramOf reads the sum and count of one series of Skipper's webhook histograms
+// (in process: the server registers them with controller-runtime's registry).
+func histogramOf(o prometheus.Observer) (sum float64, count uint64) {
+	var m dto.Metric
+	if err := o.(prometheus.Metric).Write(&m); err != nil {
+		panic(err) // a histogram series always writes
+	}
+	return m.GetHistogram().GetSampleSum(), m.GetHistogram().GetSampleCount()
 }

@@ -209,6 +209,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		Conf: conf, Claims: store, Hosts: admission.IndexedHosts{Reader: mgr.GetClient()},
 		Reader: mgr.GetClient(), Log: opts.Log.WithName("admission"),
 	}
+	observeAdmission(s.handler)
 	dc, err := discovery.NewDiscoveryClientForConfig(opts.RestConfig)
 	if err != nil {
 		ln.Close()
