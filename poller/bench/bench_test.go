@@ -66,7 +66,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pollBin = filepath.Join(dir, "skipper-poll")
-	if out, err := exec.Command("go", "build", "-o", pollBin, "github.com/getkipper/skipper/poller/cmd/skipper-poll").CombinedOutput(); err != nil {
+	if prebuilt := os.Getenv("SKIPPER_POLL_BENCH_BIN"); prebuilt != "" {
+		// A/B comparisons of two builds under the same machine load.
+		pollBin = prebuilt
+	} else if out, err := exec.Command("go", "build", "-o", pollBin, "github.com/getkipper/skipper/poller/cmd/skipper-poll").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build skipper-poll: %v\n%s", err, out)
 		os.Exit(1)
 	}
