@@ -10,6 +10,9 @@ TOOLS_DIR ?= $(BIN)/tools
 DEV_DIR   ?= $(CURDIR)/.dev
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/getkipper/skipper/internal/version.Version=$(VERSION)
+# The server binaries are built as their images build them (webhook/Dockerfile,
+# poller/Dockerfile): static, reproducible paths, stripped.
+SERVER_BUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)"
 export TOOLS_DIR
 
 # Each area adds its own test and bench targets to these lists in its .mk file.
@@ -26,8 +29,8 @@ include test/test.mk
 .PHONY: build
 build: ## bin/kubectl-skipper, bin/skipper-webhook, bin/skipper-poll
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-skipper ./plugin/cmd/kubectl-skipper
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/skipper-webhook ./webhook/cmd/skipper-webhook
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/skipper-poll ./poller/cmd/skipper-poll
+	$(SERVER_BUILD) -o $(BIN)/skipper-webhook ./webhook/cmd/skipper-webhook
+	$(SERVER_BUILD) -o $(BIN)/skipper-poll ./poller/cmd/skipper-poll
 
 .PHONY: fmt vet lint
 fmt:

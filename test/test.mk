@@ -1,5 +1,5 @@
 # The local control plane for humans (dev-up/dev-down) and the foundation's own tests.
-.PHONY: dev-up dev-down dev-status test-cluster test-demo test-keda test-e2e demo
+.PHONY: dev-up dev-down dev-status test-cluster test-demo test-keda test-e2e test-images demo
 
 demo: tools tools-keda build runtimes-deps ## the main job end to end on the local control plane
 	bash test/demo/demo.sh
@@ -33,3 +33,8 @@ test-e2e: tools tools-keda build runtimes-deps ## functions created with the plu
 	$(GO) test -count=1 -timeout 15m ./test/e2e/...
 
 TEST_TARGETS += test-e2e
+
+test-images: ## the skipper-webhook and skipper-poll Dockerfiles, checked without a container engine
+	$(GO) test -count=1 ./test/images/ ./internal/dockerfile/
+
+TEST_TARGETS += test-images

@@ -5,7 +5,6 @@
 package images
 
 import (
-	"bufio"
 	"encoding/json"
 	"os"
 	"path"
@@ -15,48 +14,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/getkipper/skipper/internal/dockerfile"
 	"github.com/getkipper/skipper/webhook/function"
 )
 
-type instruction struct {
-	op   string // upper case, e.g. COPY
-	args string
-	line int
-}
-
-// parseDockerfile reads instructions, joining "\" continuations and dropping comments.
-func parseDockerfile(t *testing.T, file string) []instruction {
+// parseDockerfile reads the Dockerfile or stops the test.
+func parseDockerfile(t *testing.T, file string) []dockerfile.Instruction {
 	t.Helper()
-	f, err := os.Open(file)
+	ins, err := dockerfile.Parse(file)
 	if err != nil {
-		t.Fatalf("opening the Dockerfile: %v", err)
+		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []instruction
-	var cur strings.Builder
-	start := 0
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if cur.Len() == 0 && (line == "" || strings.HasPrefix(line, "#")) {
-			continue
-		}
-		if cur.Len() == 0 {
-			start = n
-		}
-		if strings.HasSuffix(line, "\\") {
-			cur.WriteString(strings.TrimSuffix(line, "\\") + " ")
-			continue
-		}
-		cur.WriteString(line)
-		op, args, _ := strings.Cut(cur.String(), " ")
-		out = append(out, instruction{op: strings.ToUpper(op), args: strings.TrimSpace(args), line: start})
-		cur.Reset()
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("reading the Dockerfile: %v", err)
-	}
-	return out
+	return ins
 }
 
 type image struct {
@@ -96,28 +65,28 @@ func TestDockerfiles(t *testing.T) {
 			copied := map[string]string{} // image path -> file in the build context
 			var cmd []string
 			for _, in := range ins {
-				switch in.op {
+				switch in.Op {
 				case "FROM":
-					froms = append(froms, in.args)
+					froms = append(froms, in.Args)
 				case "USER":
-					user = in.args
+					user = in.Args
 				case "WORKDIR":
-					workdir = path.Join(workdir, in.args)
+					workdir = path.Join(workdir, in.Args)
 				case "ENV":
-					for _, kv := range strings.Fields(in.args) {
+					for _, kv := range strings.Fields(in.Args) {
 						k, v, ok := strings.Cut(kv, "=")
 						if !ok {
-							t.Errorf("line %d: ENV %q: use the KEY=value form", in.line, in.args)
+							t.Errorf("line %d: ENV %q: use the KEY=value form", in.Line, in.Args)
 						}
 						env[k] = v
 					}
 				case "COPY", "ADD":
-					if in.op == "ADD" {
-						t.Errorf("line %d: use COPY, not ADD (no remote or archive magic)", in.line)
+					if in.Op == "ADD" {
+						t.Errorf("line %d: use COPY, not ADD (no remote or archive magic)", in.Line)
 					}
-					fields := strings.Fields(in.args)
+					fields := strings.Fields(in.Args)
 					if len(fields) < 2 || strings.HasPrefix(fields[0], "--") {
-						t.Fatalf("line %d: COPY %q: want COPY <files...> <dest> without flags", in.line, in.args)
+						t.Fatalf("line %d: COPY %q: want COPY <files...> <dest> without flags", in.Line, in.Args)
 					}
 					dest := fields[len(fields)-1]
 					if !path.IsAbs(dest) {
@@ -125,19 +94,19 @@ func TestDockerfiles(t *testing.T) {
 					}
 					for _, src := range fields[:len(fields)-1] {
 						if _, err := os.Stat(filepath.Join(dir, src)); err != nil {
-							t.Errorf("line %d: COPY %s: not in the build context %s: %v", in.line, src, img.dir, err)
+							t.Errorf("line %d: COPY %s: not in the build context %s: %v", in.Line, src, img.dir, err)
 						}
 						if ignored[src] {
-							t.Errorf("line %d: COPY %s: excluded by .dockerignore", in.line, src)
+							t.Errorf("line %d: COPY %s: excluded by .dockerignore", in.Line, src)
 						}
 						copied[path.Join(dest, path.Base(src))] = src
 					}
 				case "CMD":
-					if err := json.Unmarshal([]byte(in.args), &cmd); err != nil {
-						t.Errorf("line %d: CMD %s: use the JSON exec form so the runtime is PID 1 and gets SIGTERM: %v", in.line, in.args, err)
+					if err := json.Unmarshal([]byte(in.Args), &cmd); err != nil {
+						t.Errorf("line %d: CMD %s: use the JSON exec form so the runtime is PID 1 and gets SIGTERM: %v", in.Line, in.Args, err)
 					}
 				case "ENTRYPOINT":
-					t.Errorf("line %d: no ENTRYPOINT: CMD alone runs the runtime", in.line)
+					t.Errorf("line %d: no ENTRYPOINT: CMD alone runs the runtime", in.Line)
 				}
 			}
 
