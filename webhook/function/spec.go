@@ -349,6 +349,13 @@ func parseInt(ann map[string]string, key string, def, min, max int64, what strin
 func parseHeaders(v string, errs field.ErrorList) (Headers, field.ErrorList) {
 	var h Headers
 	items := splitList(v)
+	if len(items) == 0 {
+		// An empty value (an unset template variable, say) must not switch every header
+		// off silently: off is written as none.
+		return Headers{HSTS: true, CSP: true, XSS: true}, append(errs, field.Invalid(annotationPath(AnnotationSecurityHeaders), v,
+			fmt.Sprintf("is empty: list any of %s separated by commas, write none to turn them all off, or remove the annotation for the default %s",
+				strings.Join(headerNames, ", "), DefaultSecurityHeaders)))
+	}
 	if len(items) == 1 && items[0] == "none" {
 		return h, errs
 	}

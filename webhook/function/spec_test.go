@@ -54,6 +54,7 @@ func TestParseEventDenials(t *testing.T) {
 		{"query on http", map[string]string{AnnotationTrigger: TriggerHTTP, AnnotationQuery: "SELECT 1"}, []string{AnnotationQuery, "trigger is http"}},
 		{"polling interval on http", map[string]string{AnnotationPollingInterval: "5"}, []string{AnnotationPollingInterval, `"5"`, "remove the annotation"}},
 		{"unknown trigger", map[string]string{AnnotationTrigger: "kafka"}, []string{AnnotationTrigger, `"kafka"`, "postgres", "redis"}},
+		{"empty security headers", map[string]string{AnnotationSecurityHeaders: " "}, []string{AnnotationSecurityHeaders, "is empty", "none", "remove the annotation"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
