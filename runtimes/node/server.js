@@ -496,7 +496,17 @@ function main() {
   process.on('unhandledRejection', (err) => log('error', 'unhandled promise rejection in handler code', { error: String(err && err.stack ? err.stack : err) }));
   process.on('uncaughtException', (err) => log('error', 'uncaught exception in handler code', { error: String(err && err.stack ? err.stack : err) }));
 
-  const { app, state } = createRuntime(cfg);
+  let runtime;
+  try {
+    runtime = createRuntime(cfg);
+  } catch (err) {
+    // E.g. express missing from the image: exit non-zero so the kubelet (and run --local)
+    // see a failed start, instead of the uncaught-exception handler above keeping a
+    // process with nothing to serve that then exits 0.
+    log('error', 'cannot start the runtime', { error: String(err && err.stack ? err.stack : err) });
+    process.exit(1);
+  }
+  const { app, state } = runtime;
   const server = app.listen(cfg.port, cfg.host);
   // Stay above the idle timeout of the proxy in front (KEDA's interceptor) so it never
   // reuses a connection we just closed; let slow handlers finish before the request timeout.

@@ -115,6 +115,23 @@ test('installConsole: log, dir and trace write one line each', () => {
   assert.match(lines[1], /^\{\\n  deep: .*'x+'.*\}$/);
 });
 
+test('main: a runtime that cannot start exits non-zero', () => {
+  const { spawnSync } = require('node:child_process');
+  const fs = require('node:fs');
+  const os = require('node:os');
+  // A copy of server.js where no node_modules can be found: express is missing.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'skipper-node-'));
+  try {
+    fs.copyFileSync(path.join(__dirname, '../server.js'), path.join(dir, 'server.js'));
+    const env = { PATH: process.env.PATH, PORT: '0', SKIPPER_CODE_DIR: path.join(fixtures, 'main') };
+    const run = spawnSync(process.execPath, [path.join(dir, 'server.js')], { encoding: 'utf8', env, timeout: 20000 });
+    assert.equal(run.status, 1, `exit status ${run.status}, signal ${run.signal}\n${run.stdout}${run.stderr}`);
+    assert.match(run.stdout + run.stderr, /cannot start the runtime.*express/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('decodePath: bytewise, UTF-8 with replacement, like WSGI', () => {
   assert.equal(rt.decodePath('/plain'), '/plain');
   assert.equal(rt.decodePath('/caf%C3%A9/a%20b/%2F'), '/café/a b//');
