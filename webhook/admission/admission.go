@@ -303,23 +303,9 @@ func patchResponse(orig, mutated *appsv1.Deployment) (*admissionv1.AdmissionResp
 	ot, mt := &orig.Spec.Template, &mutated.Spec.Template
 	ops = mapOps(ops, "/spec/template/metadata/labels", ot.Labels, mt.Labels)
 	ops = mapOps(ops, "/spec/template/metadata/annotations", ot.Annotations, mt.Annotations)
-	if !reflect.DeepEqual(&ot.Spec, &mt.Spec) {
-		a, err := json.Marshal(&ot.Spec)
-		if err != nil {
-			return nil, fmt.Errorf("encode pod spec: %w", err)
-		}
-		b, err := json.Marshal(&mt.Spec)
-		if err != nil {
-			return nil, fmt.Errorf("encode mutated pod spec: %w", err)
-		}
-		specOps, err := jsonpatch.CreatePatch(a, b)
-		if err != nil {
-			return nil, fmt.Errorf("diff pod spec: %w", err)
-		}
-		for _, o := range specOps {
-			o.Path = "/spec/template/spec" + o.Path
-			ops = append(ops, o)
-		}
+	ops, err := podSpecOps(ops, &ot.Spec, &mt.Spec)
+	if err != nil {
+		return nil, err
 	}
 	resp := allow()
 	if len(ops) == 0 {
@@ -332,6 +318,55 @@ func patchResponse(orig, mutated *appsv1.Deployment) (*admissionv1.AdmissionResp
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt
 	return resp, nil
+}
+
+// podSpecOps appends the operations that turn pod spec a into b, field by field: a field
+// the user left out is added whole (the sidecar in initContainers, say), and only a field
+// both have and that changed goes through a JSON diff.
+func podSpecOps(ops []jsonpatch.Operation, a, b *corev1.PodSpec) ([]jsonpatch.Operation, error) {
+	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	for i := 0; i < va.NumField(); i++ {
+		fa, fb := va.Field(i), vb.Field(i)
+		if reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			continue
+		}
+		name, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("json"), ",")
+		path := "/spec/template/spec/" + pointerToken(name)
+		switch {
+		case isEmpty(fa):
+			ops = append(ops, jsonpatch.NewOperation("add", path, fb.Interface()))
+		case isEmpty(fb):
+			ops = append(ops, jsonpatch.NewOperation("remove", path, nil))
+		default:
+			ja, err := json.Marshal(fa.Interface())
+			if err != nil {
+				return nil, fmt.Errorf("encode pod spec %s: %w", name, err)
+			}
+			jb, err := json.Marshal(fb.Interface())
+			if err != nil {
+				return nil, fmt.Errorf("encode mutated pod spec %s: %w", name, err)
+			}
+			fieldOps, err := jsonpatch.CreatePatch(ja, jb)
+			if err != nil {
+				return nil, fmt.Errorf("diff pod spec %s: %w", name, err)
+			}
+			for _, o := range fieldOps {
+				o.Path = path + o.Path
+				ops = append(ops, o)
+			}
+		}
+	}
+	return ops, nil
+}
+
+// isEmpty reports whether a pod spec field is left out of its JSON (the omitempty
+// fields) or empty, so that a patch must add it whole.
+func isEmpty(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Slice, reflect.Map:
+		return v.Len() == 0
+	}
+	return v.IsZero()
 }
 
 // mapOps appends the operations that turn map a at path into b: the whole map when the
