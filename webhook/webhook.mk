@@ -5,7 +5,7 @@ webhook-test: tools ## webhook: every test (kubectl from $(TOOLS_DIR) renders ma
 	PATH="$(TOOLS_DIR):$$PATH" $(GO) test -count=1 -p 1 ./webhook/...
 
 webhook-bench: tools ## webhook: handler latency p50/p99 and Deployment create latency with/without the webhook
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 2000x ./webhook/admission
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10000x ./webhook/admission
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./webhook/integration
 
 webhook-fuzz: ## webhook: fuzz the annotation parser for 60 s

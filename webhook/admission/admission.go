@@ -6,6 +6,7 @@ package admission
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -64,11 +65,72 @@ type Handler struct {
 
 // Register adds the webhook paths to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.Handle(PathMutateDeployments, h.serve(PathMutateDeployments, h.MutateDeployment))
-	mux.Handle(PathValidateHosts, h.serve(PathValidateHosts, h.ValidateHosts))
+	mux.Handle(PathMutateDeployments, h.serve(PathMutateDeployments, h.reviewDeployment))
+	mux.Handle(PathValidateHosts, h.serve(PathValidateHosts, reviewWith(h.ValidateHosts)))
 }
 
-type reviewFunc func(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
+// reviewHeader is what a response echoes of its review.
+type reviewHeader struct {
+	metav1.TypeMeta `json:",inline"`
+	UID             types.UID
+	Operation       admissionv1.Operation
+}
+
+// reviewFunc decodes a review body and answers it; err means the body is not a review.
+type reviewFunc func(ctx context.Context, body []byte) (reviewHeader, *admissionv1.AdmissionResponse, error)
+
+// reviewWith is the generic reviewFunc: decode the AdmissionReview, then review its request.
+func reviewWith(review func(context.Context, *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse) reviewFunc {
+	return func(ctx context.Context, body []byte) (reviewHeader, *admissionv1.AdmissionResponse, error) {
+		var ar admissionv1.AdmissionReview
+		if err := json.Unmarshal(body, &ar); err != nil {
+			return reviewHeader{}, nil, err
+		}
+		if ar.Request == nil {
+			return reviewHeader{}, nil, errors.New("no request")
+		}
+		return reviewHeader{ar.TypeMeta, ar.Request.UID, ar.Request.Operation}, review(ctx, ar.Request), nil
+	}
+}
+
+// deploymentReview is an AdmissionReview of a Deployment decoded in one pass: the object
+// straight into what the expansion reads, of the old object only what tells whether it
+// was an HTTP function. (Decoding the review with the object as raw JSON, then the object,
+// then the old object, scanned the bytes three times and cost about half the handler.)
+type deploymentReview struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *struct {
+		UID       types.UID               `json:"uid"`
+		Kind      metav1.GroupVersionKind `json:"kind"`
+		Namespace string                  `json:"namespace"`
+		Operation admissionv1.Operation   `json:"operation"`
+		DryRun    *bool                   `json:"dryRun"`
+		Object    *deploymentJSON         `json:"object"`
+		OldObject *struct {
+			Metadata objectLabels `json:"metadata"`
+		} `json:"oldObject"`
+	} `json:"request"`
+}
+
+// reviewDeployment is the mutating webhook's reviewFunc. A body that does not decode in
+// one pass (an object of the wrong shape, say) goes through the generic path, which
+// answers with a denial that says what is wrong.
+func (h *Handler) reviewDeployment(ctx context.Context, body []byte) (reviewHeader, *admissionv1.AdmissionResponse, error) {
+	var ar deploymentReview
+	if err := json.Unmarshal(body, &ar); err != nil || ar.Request == nil || ar.Request.Object == nil {
+		return reviewWith(h.MutateDeployment)(ctx, body)
+	}
+	r := ar.Request
+	hdr := reviewHeader{ar.TypeMeta, r.UID, r.Operation}
+	m := mutation{
+		kind: r.Kind, namespace: r.Namespace, operation: r.Operation, dryRun: r.DryRun != nil && *r.DryRun,
+		object: r.Object.deployment(),
+	}
+	if r.OldObject != nil {
+		m.wasHTTPFunction = r.OldObject.Metadata.isHTTPFunction()
+	}
+	return hdr, h.mutate(ctx, m), nil
+}
 
 func (h *Handler) serve(path string, review reviewFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -82,14 +144,13 @@ func (h *Handler) serve(path string, review reviewFunc) http.Handler {
 			http.Error(w, "read review: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		var ar admissionv1.AdmissionReview
-		if err := json.Unmarshal(body, &ar); err != nil || ar.Request == nil {
+		hdr, resp, err := review(r.Context(), body)
+		if err != nil {
 			http.Error(w, fmt.Sprintf("body is not an admission.k8s.io/v1 AdmissionReview with a request: %v", err), http.StatusBadRequest)
 			return
 		}
-		resp := review(r.Context(), ar.Request)
-		resp.UID = ar.Request.UID
-		out := admissionv1.AdmissionReview{TypeMeta: ar.TypeMeta, Response: resp}
+		resp.UID = hdr.UID
+		out := admissionv1.AdmissionReview{TypeMeta: hdr.TypeMeta, Response: resp}
 		if out.APIVersion == "" {
 			out.APIVersion, out.Kind = "admission.k8s.io/v1", "AdmissionReview"
 		}
@@ -98,7 +159,7 @@ func (h *Handler) serve(path string, review reviewFunc) http.Handler {
 			h.Log.Error(err, "write admission response")
 		}
 		if h.Observe != nil {
-			h.Observe(path, string(ar.Request.Operation), resp.Allowed, time.Since(start))
+			h.Observe(path, string(hdr.Operation), resp.Allowed, time.Since(start))
 		}
 	})
 }
@@ -136,21 +197,46 @@ func (h *Handler) exempt(ns string) bool {
 // MutateDeployment admits a function Deployment: validates its annotations, claims its
 // host, and patches in the defaults and what inline functions need.
 func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	if req.Kind.Group != "apps" || req.Kind.Kind != "Deployment" || h.exempt(req.Namespace) ||
-		(req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
+	m := mutation{kind: req.Kind, namespace: req.Namespace, operation: req.Operation, dryRun: req.DryRun != nil && *req.DryRun}
+	if !m.reviewed(h) {
 		return allow()
 	}
-	d, err := decodeDeployment(req.Object.Raw)
-	if err != nil {
+	var err error
+	if m.object, err = decodeDeployment(req.Object.Raw); err != nil {
 		return deny(http.StatusBadRequest, metav1.StatusReasonBadRequest, "skipper webhook: decode Deployment: "+err.Error())
 	}
+	m.wasHTTPFunction = wasHTTPFunction(req)
+	return h.mutate(ctx, m)
+}
+
+// mutation is what the mutating webhook needs of a review.
+type mutation struct {
+	kind            metav1.GroupVersionKind
+	namespace       string
+	operation       admissionv1.Operation
+	dryRun          bool
+	object          *appsv1.Deployment
+	wasHTTPFunction bool // the object before an UPDATE was an HTTP function (held its host)
+}
+
+// reviewed reports whether the webhook has anything to say about the request.
+func (m *mutation) reviewed(h *Handler) bool {
+	return m.kind.Group == "apps" && m.kind.Kind == "Deployment" && !h.exempt(m.namespace) &&
+		(m.operation == admissionv1.Create || m.operation == admissionv1.Update)
+}
+
+func (h *Handler) mutate(ctx context.Context, m mutation) *admissionv1.AdmissionResponse {
+	if !m.reviewed(h) {
+		return allow()
+	}
+	d := m.object
 	if !function.IsFunction(d) {
 		return allow() // e.g. the label was just removed: the reconciler cleans up
 	}
 	if d.Namespace == "" {
-		d.Namespace = req.Namespace
+		d.Namespace = m.namespace
 	}
-	in := function.Input{Create: req.Operation == admissionv1.Create}
+	in := function.Input{Create: m.operation == admissionv1.Create}
 	if d.Annotations[function.AnnotationRuntime] != "" {
 		code, err := h.code(ctx, d.Namespace, d.Name)
 		if err != nil {
@@ -168,7 +254,7 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 			"Skipper cannot make Deployment %s/%s a function: %s", d.Namespace, d.Name, strings.Join(msgs, "; ")))
 	}
 	if res.Spec.IsHTTP() {
-		if resp := h.claimHost(ctx, req, d, res.Spec.Host); resp != nil {
+		if resp := h.claimHost(ctx, m, res.Spec.Host); resp != nil {
 			return resp
 		}
 	}
@@ -182,8 +268,8 @@ func (h *Handler) MutateDeployment(ctx context.Context, req *admissionv1.Admissi
 
 // claimHost makes sure the host of an HTTP function is free and claims it; it returns
 // the denial when it is not. Event-triggered functions have no host.
-func (h *Handler) claimHost(ctx context.Context, req *admissionv1.AdmissionRequest, d *appsv1.Deployment, host string) *admissionv1.AdmissionResponse {
-	create := req.Operation == admissionv1.Create
+func (h *Handler) claimHost(ctx context.Context, m mutation, host string) *admissionv1.AdmissionResponse {
+	d := m.object
 	holder := claims.Holder{Namespace: d.Namespace, Name: d.Name}
 	uses, err := h.Hosts.HostUsers(ctx, host)
 	if err != nil {
@@ -197,10 +283,9 @@ func (h *Handler) claimHost(ctx context.Context, req *admissionv1.AdmissionReque
 			"Skipper cannot make Deployment %s/%s a function: its host %s is already used by %s: rename the Deployment or remove that host from %s",
 			d.Namespace, d.Name, host, u, u))
 	}
-	renew := create || !wasHTTPFunction(req)
-	dryRun := req.DryRun != nil && *req.DryRun
+	renew := m.operation == admissionv1.Create || !m.wasHTTPFunction
 	start := time.Now()
-	err = h.Claims.Claim(ctx, host, holder, renew, dryRun)
+	err = h.Claims.Claim(ctx, host, holder, renew, m.dryRun)
 	if h.ObserveClaim != nil {
 		h.ObserveClaim(time.Since(start), err)
 	}
@@ -222,38 +307,51 @@ func wasHTTPFunction(req *admissionv1.AdmissionRequest) bool {
 		return false
 	}
 	var old struct {
-		Metadata struct {
-			Labels      map[string]string `json:"labels"`
-			Annotations map[string]string `json:"annotations"`
-		} `json:"metadata"`
+		Metadata objectLabels `json:"metadata"`
 	}
 	if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 		return false
 	}
-	return old.Metadata.Labels[function.LabelFunction] == function.LabelFunctionValue && function.IsHTTPTrigger(old.Metadata.Annotations)
+	return old.Metadata.isHTTPFunction()
 }
 
-// decodeDeployment decodes what the expansion reads, skipping managedFields (often the
-// largest part of the object, and never needed).
-func decodeDeployment(raw []byte) (*appsv1.Deployment, error) {
-	var v struct {
-		Metadata struct {
-			Name        string            `json:"name"`
-			Namespace   string            `json:"namespace"`
-			UID         types.UID         `json:"uid"`
-			Labels      map[string]string `json:"labels"`
-			Annotations map[string]string `json:"annotations"`
-		} `json:"metadata"`
-		Spec appsv1.DeploymentSpec `json:"spec"`
-	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil, err
-	}
+// objectLabels is the part of an object's metadata that says whether it is a function.
+type objectLabels struct {
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+func (o objectLabels) isHTTPFunction() bool {
+	return o.Labels[function.LabelFunction] == function.LabelFunctionValue && function.IsHTTPTrigger(o.Annotations)
+}
+
+// deploymentJSON is what the expansion reads of a Deployment; managedFields (often the
+// largest part of the object, and never needed) and status are skipped.
+type deploymentJSON struct {
+	Metadata struct {
+		Name        string            `json:"name"`
+		Namespace   string            `json:"namespace"`
+		UID         types.UID         `json:"uid"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec appsv1.DeploymentSpec `json:"spec"`
+}
+
+func (v *deploymentJSON) deployment() *appsv1.Deployment {
 	m := v.Metadata
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, Labels: m.Labels, Annotations: m.Annotations},
 		Spec:       v.Spec,
-	}, nil
+	}
+}
+
+func decodeDeployment(raw []byte) (*appsv1.Deployment, error) {
+	var v deploymentJSON
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, err
+	}
+	return v.deployment(), nil
 }
 
 func (h *Handler) code(ctx context.Context, ns, name string) (map[string]string, error) {
