@@ -33,7 +33,9 @@ trap cleanup EXIT
 kubectl wait --for=delete "namespace/$ns" --timeout=120s >/dev/null 2>&1 || true
 kubectl create namespace "$ns" >/dev/null
 step "Applying a plain Deployment with Skipper's label and two annotations"
-cat <<'YAML' | tee /dev/stderr | kubectl -n "$ns" apply -f -
+# Shown, then applied. (Not with tee /dev/stderr: opening that path truncates a log file
+# that stderr is redirected to, such as CI's.)
+manifest=$(cat <<'YAML'
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -55,6 +57,9 @@ spec:
       - name: handler
         image: registry.example.com/webhook-handler:latest
 YAML
+)
+printf '%s\n' "$manifest"
+printf '%s\n' "$manifest" | kubectl -n "$ns" apply -f -
 
 step "What the admission webhook decided: replicas 0 (KEDA owns them), defaults written, the URL"
 [ "$(kubectl -n "$ns" get deployment webhook-handler -o jsonpath='{.spec.replicas}')" = 0 ] || fail "replicas were not set to 0"
