@@ -30,7 +30,7 @@ include test/test.mk
 build: ## bin/kubectl-skipper, bin/skipper-webhook, bin/skipper-poll
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-skipper ./plugin/cmd/kubectl-skipper
 	$(SERVER_BUILD) -o $(BIN)/skipper-webhook ./webhook/cmd/skipper-webhook
-	$(SERVER_BUILD) -o $(BIN)/skipper-poll ./poller/cmd/skipper-poll
+	$(SERVER_BUILD) -tags timetzdata -o $(BIN)/skipper-poll ./poller/cmd/skipper-poll
 
 .PHONY: fmt vet lint
 fmt:
