@@ -158,6 +158,10 @@ func (s *session) normalise(text string) string {
 	var lines []string
 	var events []string // rows of a describe Events table, sorted: same-second order varies
 	flush := func() {
+		if len(events) == 0 {
+			// Every row was noise (below): describe would have printed <none>.
+			lines[len(lines)-1] = "  <none>"
+		}
 		sort.Strings(events)
 		lines = append(lines, events...)
 		events = nil
@@ -192,7 +196,9 @@ func (s *session) normalise(text string) string {
 		}
 		lines = append(lines, l)
 	}
-	flush()
+	if inEvents {
+		flush()
+	}
 	return strings.Join(lines, "\n")
 }
 

@@ -28,3 +28,17 @@ func testVersionAndCompletion(t *testing.T) {
 		t.Errorf("version = %q", out)
 	}
 }
+
+// The apiserver's IP repair loop may report a Service while describe runs; a table of
+// nothing but such rows normalises to what describe prints without events.
+func TestNormaliseNoiseOnlyEvents(t *testing.T) {
+	s := &session{}
+	in := "Events:\n  TYPE    REASON                 AGE  OBJECT         MESSAGE\n  Warning  ClusterIPNotAllocated  1s   service/hello  Cluster IP [IPv4]:10.0.0.9 is not allocated; repairing\n[exit 0]"
+	if got, want := s.normalise(in), "Events:\n  <none>\n[exit 0]"; got != want {
+		t.Fatalf("normalise:\n%s\nwant:\n%s", got, want)
+	}
+	real := "Events:\n  TYPE  REASON  AGE  OBJECT  MESSAGE\n  Normal  Created  2s  deployment/hello  made it"
+	if got := s.normalise(real); !strings.Contains(got, "Normal  Created") || strings.Contains(got, "<none>") {
+		t.Fatalf("a real event was dropped: %q", got)
+	}
+}
