@@ -5,15 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,117 +17,17 @@ import (
 
 	"github.com/getkipper/skipper/poller/config"
 	"github.com/getkipper/skipper/poller/miniosource"
+	"github.com/getkipper/skipper/test/testenv"
 )
 
 const (
-	minioUser     = "skipperadmin"
-	minioPassword = "skipper-secret-pw-123"
+	minioUser     = testenv.MinIOUser
+	minioPassword = testenv.MinIOPassword
 )
-
-// minioBin finds the MinIO server built by `make tools-minio`.
-func minioBin(t testing.TB) string {
-	t.Helper()
-	cands := []string{os.Getenv("MINIO_BIN")}
-	if d := os.Getenv("TOOLS_DIR"); d != "" {
-		cands = append(cands, filepath.Join(d, "minio"))
-	}
-	cands = append(cands, "../../bin/tools/minio")
-	for _, c := range cands {
-		if c == "" {
-			continue
-		}
-		if fi, err := os.Stat(c); err == nil && !fi.IsDir() {
-			abs, _ := filepath.Abs(c)
-			return abs
-		}
-	}
-	t.Fatalf("MinIO server binary not found (tried MINIO_BIN, $TOOLS_DIR/minio, bin/tools/minio): run `make tools-minio`")
-	return ""
-}
-
-// minioServer is a MinIO server on free ports whose notify_redis target SKIPPER appends
-// bucket events (format access) to a Redis list; it can be stopped and started again on the
-// same port and data directory.
-type minioServer struct {
-	t          testing.TB
-	bin        string
-	addr, cons string
-	dir        string
-	redisAddr  string
-	key        string
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	logs       *syncBuffer
-}
 
 // startMinIO runs a MinIO server that notifies the shared Redis; it returns the endpoint.
 func startMinIO(t testing.TB, key string) (endpoint string) {
-	return startMinIOServer(t, redisAddr, key).endpoint()
-}
-
-func startMinIOServer(t testing.TB, redis, key string) *minioServer {
-	t.Helper()
-	m := &minioServer{t: t, bin: minioBin(t), addr: freePort(t), cons: freePort(t), dir: t.TempDir(), redisAddr: redis, key: key}
-	m.start()
-	t.Cleanup(func() {
-		m.stop()
-		if t.Failed() {
-			t.Logf("MinIO logs:\n%s", tail(m.logs.String(), 3000))
-		}
-	})
-	return m
-}
-
-func (m *minioServer) endpoint() string { return "http://" + m.addr }
-
-func (m *minioServer) start() {
-	m.t.Helper()
-	cmd := exec.Command(m.bin, "server", filepath.Join(m.dir, "data"), "--address", m.addr, "--console-address", m.cons, "--quiet")
-	cmd.Env = append(os.Environ(),
-		"MINIO_ROOT_USER="+minioUser, "MINIO_ROOT_PASSWORD="+minioPassword,
-		"MINIO_NOTIFY_REDIS_ENABLE_SKIPPER=on",
-		"MINIO_NOTIFY_REDIS_ADDRESS_SKIPPER="+m.redisAddr,
-		"MINIO_NOTIFY_REDIS_KEY_SKIPPER="+m.key,
-		"MINIO_NOTIFY_REDIS_FORMAT_SKIPPER=access",
-		"MINIO_NOTIFY_REDIS_QUEUE_DIR_SKIPPER="+filepath.Join(m.dir, "queue"),
-		"MINIO_BROWSER=off",
-	)
-	m.logs = &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = m.logs, m.logs
-	if err := cmd.Start(); err != nil {
-		m.t.Fatalf("start MinIO: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	m.cmd, m.exited = cmd, exited
-	waitFor(m.t, 60*time.Second, "MinIO ready", func() bool {
-		select {
-		case <-exited:
-			m.t.Fatalf("MinIO exited: %s", m.logs.String())
-		default:
-		}
-		resp, err := http.Get(m.endpoint() + "/minio/health/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-}
-
-func (m *minioServer) stop() {
-	select {
-	case <-m.exited:
-		return
-	default:
-	}
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-m.exited:
-	case <-time.After(10 * time.Second):
-		_ = m.cmd.Process.Kill()
-		<-m.exited
-	}
+	return testenv.StartMinIO(t, redisAddr, key).Endpoint()
 }
 
 // Every put and delete reaches the function, including changes made while no poller runs
@@ -272,15 +167,15 @@ func (h *handler) minioEvents(t testing.TB) []string {
 func TestMinIOOutage(t *testing.T) {
 	rs := startRedisServer(t)
 	list := "skp_minio_outage"
-	m := startMinIOServer(t, rs.addr, list)
+	m := testenv.StartMinIO(t, rs.addr, list)
 	ctx := context.Background()
-	mc := minioClient(t, m.endpoint())
+	mc := minioClient(t, m.Endpoint())
 	const bucket = "orders"
 	if err := mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
 		t.Fatalf("make bucket: %v", err)
 	}
 	h := newHandler(t, nil)
-	p := startPoller(t, minioEnv(m.endpoint(), bucket, "redis://"+rs.addr+"/0", list, h.url()))
+	p := startPoller(t, minioEnv(m.Endpoint(), bucket, "redis://"+rs.addr+"/0", list, h.url()))
 	waitFor(t, 20*time.Second, "bucket notification configured", func() bool {
 		return strings.Contains(p.logs.String(), "bucket notification in place")
 	})
@@ -304,14 +199,14 @@ func TestMinIOOutage(t *testing.T) {
 	rs.start()
 	waitFor(t, 90*time.Second, "events queued by MinIO during the Redis outage delivered", func() bool { return h.okCount() == 3 })
 
-	m.stop()
+	m.Stop()
 	// A poller that starts while MinIO is down becomes ready on Redis alone and sets the
 	// bucket notification once MinIO is back: no crash loop.
-	p2 := startPoller(t, minioEnv(m.endpoint(), bucket, "redis://"+rs.addr+"/0", list, h.url()))
+	p2 := startPoller(t, minioEnv(m.Endpoint(), bucket, "redis://"+rs.addr+"/0", list, h.url()))
 	waitFor(t, 20*time.Second, "notification retried while MinIO is down", func() bool {
 		return strings.Contains(p2.logs.String(), "bucket notification not set yet")
 	})
-	m.start()
+	m.Start()
 	waitFor(t, 60*time.Second, "notification set once MinIO is back", func() bool {
 		return strings.Contains(p2.logs.String(), "bucket notification in place")
 	})
@@ -330,9 +225,9 @@ func TestMinIOOutage(t *testing.T) {
 func TestChaosMinIO(t *testing.T) {
 	rdb := openRedis(t)
 	list := redisList(t, rdb, "skp_minio_chaos")
-	m := startMinIOServer(t, redisAddr, list)
+	m := testenv.StartMinIO(t, redisAddr, list)
 	ctx := context.Background()
-	mc := minioClient(t, m.endpoint())
+	mc := minioClient(t, m.Endpoint())
 	const bucket = "chaos"
 	if err := mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
 		t.Fatalf("make bucket: %v", err)
@@ -340,7 +235,7 @@ func TestChaosMinIO(t *testing.T) {
 	// The pollers configure the notification too; doing it first means no put can precede it.
 	// MinIO may still be bringing its notify target up right after start: retry.
 	waitForNoError(t, 30*time.Second, "bucket notification set", func() error {
-		return miniosource.EnsureNotification(ctx, m.endpoint(), minioUser, minioPassword, bucket, config.DefaultMinIOARN)
+		return miniosource.EnsureNotification(ctx, m.Endpoint(), minioUser, minioPassword, bucket, config.DefaultMinIOARN)
 	})
 	var produced atomic.Int64
 	errs := make(chan error, 1)
@@ -370,7 +265,7 @@ func TestChaosMinIO(t *testing.T) {
 		close(keys)
 		wg.Wait()
 	}()
-	env := minioEnv(m.endpoint(), bucket, "redis://"+redisAddr+"/0", list, "")
+	env := minioEnv(m.Endpoint(), bucket, "redis://"+redisAddr+"/0", list, "")
 	chaos(t, env, func(h *handler) bool {
 		select {
 		case err := <-errs:
