@@ -1,7 +1,6 @@
 package cmd_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -56,30 +55,12 @@ func skipperPoll(t *testing.T) string {
 	return pollBin
 }
 
-// syncBuffer is written by run --local's output copiers while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // background runs a long-running command (run --local) until stop is called, which
 // interrupts it as Ctrl-C would and returns its exit code.
-func (s *session) background(args ...string) (out *syncBuffer, stop func() int) {
+func (s *session) background(args ...string) (out *testenv.SyncBuffer, stop func() int) {
 	s.t.Helper()
-	out = &syncBuffer{}
-	errOut := &syncBuffer{}
+	out = &testenv.SyncBuffer{}
+	errOut := &testenv.SyncBuffer{}
 	root := cmd.NewRoot(genericiooptions.IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut})
 	root.Getenv = func(k string) string { return s.env[k] }
 	ctx, cancel := context.WithCancel(context.Background())

@@ -3,7 +3,6 @@
 package systest
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/getkipper/skipper/poller/pgdriver"
+	"github.com/getkipper/skipper/test/testenv"
 )
 
 const (
@@ -194,35 +194,9 @@ func (h *handler) callsOf(id string) int {
 type poller struct {
 	cmd     *exec.Cmd
 	metrics string
-	logs    *syncBuffer
+	logs    *testenv.SyncBuffer
 	done    chan struct{}
 	err     error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startPoller starts skipper-poll with env and waits until /readyz answers 200.
@@ -235,7 +209,7 @@ func startPoller(t testing.TB, env map[string]string) *poller {
 
 func startPollerNoWait(t testing.TB, env map[string]string) *poller {
 	t.Helper()
-	p := &poller{metrics: freePort(t), logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &poller{metrics: testenv.FreeAddr(t), logs: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	cmd := exec.Command(pollBin)
 	cmd.Env = append(os.Environ(), "SKIPPER_METRICS_ADDR="+p.metrics)
 	for k, v := range env {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/getkipper/skipper/test/testenv"
 )
 
 // /readyz, /healthz and the metrics every state is visible in.
@@ -89,7 +91,7 @@ func TestBadConfiguration(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, pollBin)
-			cmd.Env = append(tc.env, "SKIPPER_METRICS_ADDR="+freePort(t))
+			cmd.Env = append(tc.env, "SKIPPER_METRICS_ADDR="+testenv.FreeAddr(t))
 			out, err := cmd.CombinedOutput()
 			ee, ok := err.(*exec.ExitError)
 			if !ok || ee.ExitCode() == 0 {

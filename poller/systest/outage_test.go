@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/getkipper/skipper/poller/redissource"
+	"github.com/getkipper/skipper/test/testenv"
 )
 
 // redisServer is a private redis-server on a free port with an append-only file, so the
@@ -28,7 +29,7 @@ type redisServer struct {
 	dir    string
 	cmd    *exec.Cmd
 	exited chan struct{}
-	logs   *syncBuffer
+	logs   *testenv.SyncBuffer
 }
 
 func startRedisServer(t testing.TB) *redisServer {
@@ -36,7 +37,7 @@ func startRedisServer(t testing.TB) *redisServer {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is not installed (the outage tests stop and restart their own): %v", err)
 	}
-	r := &redisServer{t: t, addr: freePort(t), dir: t.TempDir()}
+	r := &redisServer{t: t, addr: testenv.FreeAddr(t), dir: t.TempDir()}
 	r.start()
 	t.Cleanup(r.stop)
 	return r
@@ -45,7 +46,7 @@ func startRedisServer(t testing.TB) *redisServer {
 func (r *redisServer) start() {
 	r.t.Helper()
 	_, port, _ := strings.Cut(r.addr, ":")
-	r.logs = &syncBuffer{}
+	r.logs = &testenv.SyncBuffer{}
 	r.cmd = exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--dir", r.dir,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no")
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs

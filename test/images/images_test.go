@@ -166,7 +166,10 @@ func goModVersion(t *testing.T) string {
 	return string(m[1])
 }
 
-func installDeployment() *appsv1.Deployment {
+// install is the webhook Deployment of manifests/base, read once.
+var install = readInstall()
+
+func readInstall() *appsv1.Deployment {
 	data, err := os.ReadFile(filepath.Join(root, "manifests/base/deployment.yaml"))
 	if err != nil {
 		panic(err)
@@ -179,7 +182,7 @@ func installDeployment() *appsv1.Deployment {
 }
 
 func manifestUser(t *testing.T) int {
-	sc := installDeployment().Spec.Template.Spec.SecurityContext
+	sc := install.Spec.Template.Spec.SecurityContext
 	if sc == nil || sc.RunAsUser == nil {
 		t.Fatal("manifests/base/deployment.yaml sets no runAsUser")
 	}
@@ -187,13 +190,13 @@ func manifestUser(t *testing.T) int {
 }
 
 func webhookImage() string {
-	repo, _, _ := strings.Cut(installDeployment().Spec.Template.Spec.Containers[0].Image, ":")
+	repo, _, _ := strings.Cut(install.Spec.Template.Spec.Containers[0].Image, ":")
 	return repo
 }
 
 func webhookPorts() []int {
 	var ports []int
-	for _, p := range installDeployment().Spec.Template.Spec.Containers[0].Ports {
+	for _, p := range install.Spec.Template.Spec.Containers[0].Ports {
 		ports = append(ports, int(p.ContainerPort))
 	}
 	return ports

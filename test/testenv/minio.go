@@ -1,14 +1,11 @@
 package testenv
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +28,7 @@ type MinIO struct {
 	RedisAddr, Key     string
 	cmd                *exec.Cmd
 	exited             chan struct{}
-	logs               *lockedBuffer
+	logs               *SyncBuffer
 }
 
 // MinIOBin is the MinIO server built by `make tools-minio` ($MINIO_BIN or $TOOLS_DIR/minio).
@@ -51,12 +48,12 @@ func MinIOBin(t testing.TB) string {
 // prints its log when the test failed.
 func StartMinIO(t testing.TB, redisAddr, key string) *MinIO {
 	t.Helper()
-	m := &MinIO{t: t, bin: MinIOBin(t), addr: freeAddr(t), console: freeAddr(t), dir: t.TempDir(), RedisAddr: redisAddr, Key: key}
+	m := &MinIO{t: t, bin: MinIOBin(t), addr: FreeAddr(t), console: FreeAddr(t), dir: t.TempDir(), RedisAddr: redisAddr, Key: key}
 	m.Start()
 	t.Cleanup(func() {
 		m.Stop()
 		if t.Failed() {
-			t.Logf("MinIO log (last 3000 bytes):\n%s", m.logs.tail(3000))
+			t.Logf("MinIO log (last 3000 bytes):\n%s", m.logs.Tail(3000))
 		}
 	})
 	return m
@@ -79,7 +76,7 @@ func (m *MinIO) Start() {
 		"MINIO_NOTIFY_REDIS_QUEUE_DIR_SKIPPER="+filepath.Join(m.dir, "queue"),
 		"MINIO_BROWSER=off",
 	)
-	m.logs = &lockedBuffer{}
+	m.logs = &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = m.logs, m.logs
 	if err := cmd.Start(); err != nil {
 		m.t.Fatalf("start MinIO: %v", err)
@@ -90,7 +87,7 @@ func (m *MinIO) Start() {
 	Eventually(m.t, 60*time.Second, "MinIO ready", func() (bool, error) {
 		select {
 		case <-exited:
-			m.t.Fatalf("MinIO exited: %s", m.logs.tail(3000))
+			m.t.Fatalf("MinIO exited: %s", m.logs.Tail(3000))
 		default:
 		}
 		resp, err := http.Get(m.Endpoint() + "/minio/health/ready")
@@ -116,35 +113,4 @@ func (m *MinIO) Stop() {
 		_ = m.cmd.Process.Kill()
 		<-m.exited
 	}
-}
-
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// lockedBuffer collects a process's output from its copying goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.b.String()
-	if len(s) > n {
-		s = s[len(s)-n:]
-	}
-	return s
 }
